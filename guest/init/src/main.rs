@@ -1,0 +1,5 @@
+//! zvisor's guest init (placeholder; see the foundation issue).
+
+fn main() {
+    println!("zvisor-init");
+}

@@ -1,0 +1,58 @@
+//! The common VMM trait that every architecture backend implements.
+//!
+//! The core ([`crate::runner`]) owns the vCPU threads, the stop logic and the
+//! MMIO bus; a backend owns everything that differs per arch: how the kernel
+//! is loaded, which registers a vCPU starts with, the irqchip, the native
+//! console, and how KVM's exits are decoded. Arch-only capabilities are
+//! extension traits or associated types in `zvisor-arch`, never methods here
+//! gated on `target_arch`.
+
+use std::sync::Arc;
+
+use crate::bus::Bus;
+use crate::config::VmConfig;
+use crate::exit::GuestExit;
+
+/// What one `KVM_RUN` round trip meant to the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VcpuExit {
+    /// Handled inside the backend (an MMIO/PIO access, an intercept); run again.
+    Continue,
+    /// `KVM_RUN` was interrupted by a signal (the core kicks vCPUs this way
+    /// when the VM must stop); the core checks its stop flag and runs again.
+    Interrupted,
+    /// The guest stopped for good.
+    Stop(GuestExit),
+}
+
+/// One virtual CPU of a backend.
+pub trait PlatformVcpu: Send + 'static {
+    /// The backend's error type.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Enters the guest once and handles the resulting exit. MMIO accesses
+    /// that the backend does not own itself go to `mmio`.
+    fn run(&mut self, mmio: &Bus) -> Result<VcpuExit, Self::Error>;
+}
+
+/// An architecture backend: builds a bootable VM from a [`VmConfig`].
+pub trait Platform: Sized + Send + 'static {
+    /// `x86_64`, `aarch64` or `s390x`.
+    const ARCH: &'static str;
+    /// The backend's vCPU type.
+    type Vcpu: PlatformVcpu<Error = Self::Error>;
+    /// The backend's error type.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Opens the hypervisor, validates `config` against its limits, maps guest
+    /// memory, loads the kernel and initrd, sets up arch devices and returns
+    /// the VM with its vCPUs ready to enter the guest. Devices that the core
+    /// places on the MMIO bus are already in `mmio`.
+    fn build(config: &VmConfig, mmio: &Bus) -> Result<(Self, Vec<Self::Vcpu>), Self::Error>;
+
+    /// Called once from the core's main thread after all vCPUs stopped.
+    fn teardown(self) {}
+}
+
+/// Shared handle that vCPU threads use to see that the VM must stop.
+pub type StopFlag = Arc<std::sync::atomic::AtomicBool>;

@@ -1,0 +1,226 @@
+//! The arch-neutral vCPU loop: one thread per vCPU, first stop wins.
+//!
+//! Stopping works the way Firecracker and Cloud Hypervisor do it: a flag is
+//! set, then every vCPU thread is sent a real-time signal whose handler does
+//! nothing. That makes a blocked `KVM_RUN` return `EINTR`; the backend reports
+//! [`VcpuExit::Interrupted`], the loop sees the flag and leaves. A signal that
+//! lands just before `KVM_RUN` is entered would be lost, so the kick is
+//! repeated until each thread has exited.
+
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Once};
+use std::thread;
+use std::time::Duration;
+
+use tracing::{debug, error};
+
+use crate::bus::Bus;
+use crate::config::VmConfig;
+use crate::exit::GuestExit;
+use crate::platform::{Platform, PlatformVcpu, VcpuExit};
+
+/// Errors from a VM run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError<E: std::error::Error + Send + Sync + 'static> {
+    /// The backend refused to build or run the VM.
+    #[error(transparent)]
+    Platform(E),
+    /// The host could not start a vCPU thread.
+    #[error("cannot start vCPU thread: {0}")]
+    Thread(std::io::Error),
+}
+
+enum Event<E> {
+    Exit(GuestExit),
+    Failed(E),
+}
+
+/// The signal used to kick vCPU threads out of `KVM_RUN`.
+pub fn kick_signal() -> i32 {
+    libc::SIGRTMIN()
+}
+
+extern "C" fn noop_handler(_: libc::c_int) {}
+
+fn install_kick_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sigaction` with a zeroed struct plus a valid handler
+        // pointer is well defined; the handler is async-signal-safe (it does
+        // nothing). SA_RESTART is deliberately not set so KVM_RUN returns EINTR.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = noop_handler as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(kick_signal(), &sa, std::ptr::null_mut());
+        }
+    });
+}
+
+/// A way for the caller (signal handling, an API) to stop a running VM.
+#[derive(Clone)]
+pub struct StopSender(mpsc::Sender<StopRequest>);
+
+/// A request to stop the VM from outside the guest.
+pub struct StopRequest(pub GuestExit);
+
+impl StopSender {
+    /// Asks the VM to stop with `reason` as its outcome.
+    pub fn stop(&self, reason: GuestExit) {
+        let _ = self.0.send(StopRequest(reason));
+    }
+}
+
+/// Builds the VM with backend `P` and runs it until the guest stops, a vCPU
+/// fails, or a stop request arrives through the sender handed to `on_start`.
+pub fn run<P: Platform>(
+    config: &VmConfig,
+    mmio: Bus,
+    on_start: impl FnOnce(StopSender),
+) -> Result<GuestExit, RunError<P::Error>> {
+    install_kick_handler();
+    let (platform, vcpus) = P::build(config, &mmio).map_err(RunError::Platform)?;
+    let mmio = Arc::new(mmio);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<Event<P::Error>>();
+
+    let mut threads = Vec::with_capacity(vcpus.len());
+    for (i, mut vcpu) in vcpus.into_iter().enumerate() {
+        let (tx, flag, mmio) = (tx.clone(), stop.clone(), mmio.clone());
+        let h = thread::Builder::new()
+            .name(format!("vcpu{i}"))
+            .spawn(move || loop {
+                if flag.load(Ordering::Acquire) {
+                    return;
+                }
+                match vcpu.run(&mmio) {
+                    Ok(VcpuExit::Continue) | Ok(VcpuExit::Interrupted) => {}
+                    Ok(VcpuExit::Stop(exit)) => {
+                        debug!(vcpu = i, %exit, "vcpu stopped");
+                        let _ = tx.send(Event::Exit(exit));
+                        return;
+                    }
+                    Err(e) => {
+                        error!(vcpu = i, error = %e, "vcpu failed");
+                        let _ = tx.send(Event::Failed(e));
+                        return;
+                    }
+                }
+            })
+            .map_err(RunError::Thread);
+        match h {
+            Ok(h) => threads.push(h),
+            Err(e) => {
+                stop_all(&stop, std::mem::take(&mut threads));
+                return Err(e);
+            }
+        }
+    }
+
+    let (stx, srx) = mpsc::channel::<StopRequest>();
+    on_start(StopSender(stx));
+    // Forward external stop requests into the same channel as vCPU events.
+    {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            if let Ok(StopRequest(r)) = srx.recv() {
+                let _ = tx.send(Event::Exit(r));
+            }
+        });
+    }
+    drop(tx);
+
+    let outcome = match rx.recv() {
+        Ok(Event::Exit(e)) => Ok(e),
+        Ok(Event::Failed(e)) => Err(RunError::Platform(e)),
+        Err(_) => Ok(GuestExit::Crash(
+            "all vCPUs stopped without a reason".into(),
+        )),
+    };
+    stop_all(&stop, threads);
+    platform.teardown();
+    outcome
+}
+
+fn stop_all(stop: &AtomicBool, threads: Vec<thread::JoinHandle<()>>) {
+    stop.store(true, Ordering::Release);
+    for t in threads {
+        while !t.is_finished() {
+            // SAFETY: the pthread handle is valid while `t` is not joined;
+            // the kick signal has a no-op handler installed.
+            unsafe {
+                libc::pthread_kill(t.as_pthread_t(), kick_signal());
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        let _ = t.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("fake failure")]
+    struct FakeErr;
+
+    struct FakeVcpu {
+        idx: u32,
+        runs: Arc<AtomicU32>,
+        stop_after: Option<u32>,
+    }
+    impl PlatformVcpu for FakeVcpu {
+        type Error = FakeErr;
+        fn run(&mut self, mmio: &Bus) -> Result<VcpuExit, FakeErr> {
+            let n = self.runs.fetch_add(1, Ordering::SeqCst);
+            let mut b = [0u8; 1];
+            mmio.read(0, &mut b);
+            match self.stop_after {
+                Some(k) if self.idx == 1 && n >= k => Ok(VcpuExit::Stop(GuestExit::PowerOff)),
+                _ => {
+                    thread::sleep(Duration::from_millis(1));
+                    Ok(VcpuExit::Continue)
+                }
+            }
+        }
+    }
+    struct Fake;
+    static RUNS: std::sync::OnceLock<Arc<AtomicU32>> = std::sync::OnceLock::new();
+    static STOP_AFTER: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(None);
+    impl Platform for Fake {
+        const ARCH: &'static str = "fake";
+        type Vcpu = FakeVcpu;
+        type Error = FakeErr;
+        fn build(c: &VmConfig, _: &Bus) -> Result<(Self, Vec<FakeVcpu>), FakeErr> {
+            let runs = RUNS.get_or_init(Default::default).clone();
+            let stop_after = *STOP_AFTER.lock().unwrap();
+            Ok((
+                Fake,
+                (0..c.cpus)
+                    .map(|idx| FakeVcpu {
+                        idx,
+                        runs: runs.clone(),
+                        stop_after,
+                    })
+                    .collect(),
+            ))
+        }
+    }
+
+    #[test]
+    fn first_stop_wins_and_external_stop_works() {
+        let mut cfg = VmConfig::new("/nonexistent");
+        cfg.cpus = 3;
+        *STOP_AFTER.lock().unwrap() = Some(5);
+        let r = run::<Fake>(&cfg, Bus::new(), |_| {}).unwrap();
+        assert_eq!(r, GuestExit::PowerOff);
+
+        *STOP_AFTER.lock().unwrap() = None;
+        let r = run::<Fake>(&cfg, Bus::new(), |s| s.stop(GuestExit::Signalled(15))).unwrap();
+        assert_eq!(r, GuestExit::Signalled(15));
+    }
+}
