@@ -4,6 +4,7 @@
 //! hard link), the same binary is the runc-compatible OCI runtime.
 
 mod run;
+mod runc;
 
 use std::process::ExitCode;
 
@@ -29,7 +30,22 @@ enum Cmd {
     Run(run::RunArgs),
 }
 
+/// True when this executable was started under the runtime's name.
+fn invoked_as_runc() -> bool {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().starts_with("zvisor-runc"))
+        })
+        .unwrap_or(false)
+}
+
 fn main() -> ExitCode {
+    if invoked_as_runc() {
+        return ExitCode::from(u8::try_from(runc::main()).unwrap_or(1));
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
