@@ -4,7 +4,8 @@
 //! `/etc/zvisor/modules` (in that order), prints a `ZVISOR-INIT-READY`
 //! marker, runs the plan from the kernel command line and
 //! `/etc/zvisor/init.conf` (see `plan.rs`), prints `ZVISOR-RESULT` lines,
-//! and powers off with `reboot(RB_POWER_OFF)`.
+//! and powers off with `reboot(RB_POWER_OFF)` (or reboots, with
+//! `zvisor.halt=reboot`).
 //!
 //! Result lines are `ZVISOR-RESULT tag=<tag> key=value ...`, values without
 //! spaces, so a harness can parse them from a serial console.
@@ -116,7 +117,8 @@ fn uptime() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn run(pid1: bool) -> bool {
+/// Runs everything; returns (all steps succeeded, end with a reboot).
+fn run(pid1: bool) -> (bool, bool) {
     if pid1 {
         mount_all();
     }
@@ -129,7 +131,7 @@ fn run(pid1: bool) -> bool {
         Ok(b) => b,
         Err(e) => {
             say(&format!("ZVISOR-INIT-ERROR kernel command line: {e}"));
-            return false;
+            return (false, false);
         }
     };
     let mut tag = boot.tag.clone();
@@ -138,13 +140,13 @@ fn run(pid1: bool) -> bool {
             Ok(s) => s,
             Err(e) => {
                 say(&format!("ZVISOR-INIT-ERROR {}: {e}", boot.conf));
-                return false;
+                return (false, boot.halt_reboot);
             }
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
             say(&format!("ZVISOR-INIT-ERROR {}: {e}", boot.conf));
-            return false;
+            return (false, boot.halt_reboot);
         }
     };
     let mut failures = if pid1 { load_modules(&tag) } else { 0 };
@@ -194,12 +196,12 @@ fn run(pid1: bool) -> bool {
         if failures == 0 { "ok" } else { "failed" },
         uptime()
     ));
-    failures == 0
+    (failures == 0, boot.halt_reboot)
 }
 
 fn main() -> ExitCode {
     let pid1 = std::process::id() == 1;
-    let ok = run(pid1);
+    let (ok, reboot) = run(pid1);
     if !pid1 {
         return if ok {
             ExitCode::SUCCESS
@@ -207,8 +209,8 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    let e = sys::power_off();
-    say(&format!("zvisor-init: power off failed: {e}"));
+    let e = sys::halt(reboot);
+    say(&format!("zvisor-init: reboot() failed: {e}"));
     // PID 1 must not exit (the kernel would panic); wait for the end.
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));

@@ -6,7 +6,9 @@
 //! - `zvisor.conf=PATH`: config file (default `/etc/zvisor/init.conf`);
 //! - `zvisor.report=0|1`: print the system report (default 1);
 //! - `zvisor.exec="CMD ARGS..."`: run a command (repeatable), 60 s timeout;
-//! - `zvisor.timeout=SECS`: timeout for `zvisor.exec` commands.
+//! - `zvisor.timeout=SECS`: timeout for `zvisor.exec` commands;
+//! - `zvisor.halt=poweroff|reboot`: how to end (default poweroff; `reboot`
+//!   suits VMMs without ACPI power-off, with `reboot=k` on x86).
 //!
 //! Config file lines (`#` starts a comment, words split like the command
 //! line, double quotes group words):
@@ -57,6 +59,8 @@ pub struct Boot {
     pub report: bool,
     /// Commands from `zvisor.exec=`.
     pub execs: Vec<ExecSpec>,
+    /// End with a reboot instead of a power-off.
+    pub halt_reboot: bool,
 }
 
 /// A parse error with its location.
@@ -136,6 +140,7 @@ pub fn parse_cmdline(cmdline: &str) -> Result<Boot, PlanError> {
         conf: DEFAULT_CONF.into(),
         report: true,
         execs: Vec::new(),
+        halt_reboot: false,
     };
     let mut timeout = DEFAULT_TIMEOUT_SECS;
     let mut raw_execs = Vec::new();
@@ -160,6 +165,17 @@ pub fn parse_cmdline(cmdline: &str) -> Result<Boot, PlanError> {
             "report" => boot.report = parse_bool("zvisor.report", val)?,
             "timeout" => timeout = parse_timeout("zvisor.timeout", val)?,
             "exec" => raw_execs.push(val.to_string()),
+            "halt" => {
+                boot.halt_reboot = match val {
+                    "poweroff" => false,
+                    "reboot" => true,
+                    _ => {
+                        return Err(PlanError(format!(
+                            "zvisor.halt={val:?}: expected poweroff or reboot"
+                        )))
+                    }
+                }
+            }
             _ => return Err(PlanError(format!("unknown parameter zvisor.{key}"))),
         }
     }
@@ -261,6 +277,9 @@ mod tests {
         assert_eq!(b.conf, DEFAULT_CONF);
         assert!(b.report);
         assert!(b.execs.is_empty());
+        assert!(!b.halt_reboot);
+        assert!(parse_cmdline("zvisor.halt=reboot").unwrap().halt_reboot);
+        assert!(!parse_cmdline("zvisor.halt=poweroff").unwrap().halt_reboot);
 
         let b = parse_cmdline(
             r#"zvisor.tag=c2m512 zvisor.report=0 zvisor.timeout=5 zvisor.exec="/bin/a -x" zvisor.exec=/bin/b"#,
@@ -289,6 +308,7 @@ mod tests {
             "zvisor.exec=",
             "zvisor.conf=relative",
             "zvisor.bogus=1",
+            "zvisor.halt=explode",
             "zvisor.exec=\"unterminated",
         ] {
             assert!(parse_cmdline(bad).is_err(), "{bad}");

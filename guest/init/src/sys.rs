@@ -90,11 +90,17 @@ pub fn kernel_release() -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// Flushes filesystems and powers the machine off. Returns only on failure.
-pub fn power_off() -> io::Error {
+/// Flushes filesystems and powers the machine off (or reboots it).
+/// Returns only on failure.
+pub fn halt(reboot: bool) -> io::Error {
+    let how = if reboot {
+        libc::RB_AUTOBOOT
+    } else {
+        libc::RB_POWER_OFF
+    };
     // SAFETY: sync takes no arguments and cannot fail.
     unsafe { libc::sync() };
     // SAFETY: reboot with a valid command constant; it only returns on error.
-    unsafe { libc::reboot(libc::RB_POWER_OFF) };
+    unsafe { libc::reboot(how) };
     io::Error::last_os_error()
 }
