@@ -49,6 +49,9 @@ pub struct NestedPlan {
     pub l2_retries: u32,
     /// Boot L2 from the ELF vmlinux (PVH) rather than the bzImage.
     pub l2_use_vmlinux: bool,
+    /// Boot L2 with `quiet` (every console byte is a nested exit, slow
+    /// under TCG); off shows L2's whole boot log.
+    pub l2_quiet: bool,
     /// Extra L2 kernel parameters.
     pub l2_cmdline_extra: String,
     /// Scratch directory for images and the console log.
@@ -77,6 +80,7 @@ impl NestedPlan {
             l2_timeout_secs: 120,
             l2_retries: 1,
             l2_use_vmlinux: true,
+            l2_quiet: true,
             l2_cmdline_extra: String::new(),
             workdir,
             echo: false,
@@ -85,10 +89,10 @@ impl NestedPlan {
 
     /// The L2 kernel command line for `check`.
     pub fn l2_cmdline(&self, check: &L2Check) -> String {
-        // `quiet`: every console byte is a nested exit, and slow under TCG.
         let mut c = format!(
-            "console={} reboot=k panic=-1 quiet zvisor.tag={}",
+            "console={} reboot=k panic=-1{} zvisor.tag={}",
             self.arch.console(),
+            if self.l2_quiet { " quiet" } else { "" },
             check.name()
         );
         if !self.l2_cmdline_extra.is_empty() {
