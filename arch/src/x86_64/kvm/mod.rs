@@ -123,14 +123,7 @@ impl Platform for X86Platform {
     type Error = Error;
 
     fn build(config: &VmConfig, _mmio: &Bus) -> Result<(Self, Vec<X86Vcpu>), Error> {
-        let kvm = open_kvm(&config.kvm_path)?;
-        let max = kvm.get_max_vcpus();
-        if config.cpus as usize > max {
-            return Err(Error::TooManyCpus(config.cpus, max));
-        }
-        if config.cpus > 254 {
-            return Err(Error::TooManyApicIds(config.cpus));
-        }
+        // Check the user's files first, then the host.
         let mem_layout =
             MemoryLayout::new(config.memory.0).map_err(|e| Error::Memory(config.memory, e))?;
 
@@ -154,6 +147,14 @@ impl Platform for X86Platform {
             None => None,
         };
 
+        let kvm = open_kvm(&config.kvm_path)?;
+        let max = kvm.get_max_vcpus();
+        if config.cpus as usize > max {
+            return Err(Error::TooManyCpus(config.cpus, max));
+        }
+        if config.cpus > 254 {
+            return Err(Error::TooManyApicIds(config.cpus));
+        }
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         if let Err(e) = vm.set_tss_address(layout::KVM_TSS_ADDR as usize) {
             warn!("KVM_SET_TSS_ADDR failed, continuing: {e}");
