@@ -13,8 +13,10 @@
 //! an error status in the device's own protocol.
 
 pub mod block;
+pub mod console;
 pub mod mmio;
 pub mod queue;
+pub mod rng;
 pub mod worker;
 
 use std::io;
