@@ -15,8 +15,10 @@
 pub mod block;
 pub mod console;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 pub mod rng;
+pub mod tap;
 pub mod worker;
 
 use std::io;
