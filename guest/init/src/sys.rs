@@ -85,7 +85,7 @@ pub fn kernel_release() -> String {
         .iter()
         .take_while(|&&c| c != 0)
         // Lossless reinterpretation of c_char as a byte.
-        .map(|&c| c as u8)
+        .map(|&c| c.to_ne_bytes()[0])
         .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
