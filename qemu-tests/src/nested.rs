@@ -23,12 +23,27 @@ pub struct L2Check {
     pub cpus: u32,
     /// `--memory`, MiB.
     pub memory_mib: u64,
+    /// Repetition of the same shape (0 for the first), to keep names unique.
+    pub run: u32,
 }
 
 impl L2Check {
+    /// A first run of a shape.
+    pub fn new(cpus: u32, memory_mib: u64) -> Self {
+        Self {
+            cpus,
+            memory_mib,
+            run: 0,
+        }
+    }
+
     /// The name used as exec name, L2 tag and output prefix.
     pub fn name(&self) -> String {
-        format!("l2-c{}m{}", self.cpus, self.memory_mib)
+        if self.run == 0 {
+            format!("l2-c{}m{}", self.cpus, self.memory_mib)
+        } else {
+            format!("l2-c{}m{}-r{}", self.cpus, self.memory_mib, self.run)
+        }
     }
 }
 
@@ -67,16 +82,7 @@ impl NestedPlan {
             arch,
             l1_cpus: 2,
             l1_memory_mib: 4096,
-            checks: vec![
-                L2Check {
-                    cpus: 1,
-                    memory_mib: 256,
-                },
-                L2Check {
-                    cpus: 2,
-                    memory_mib: 512,
-                },
-            ],
+            checks: vec![L2Check::new(1, 256), L2Check::new(2, 512)],
             l2_timeout_secs: 120,
             l2_retries: 1,
             l2_use_vmlinux: true,
@@ -342,6 +348,14 @@ pub fn problems(plan: &NestedPlan, out: &NestedOutcome, l2_image: u64) -> Vec<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_shapes_get_unique_names() {
+        let mut c = L2Check::new(1, 256);
+        assert_eq!(c.name(), "l2-c1m256");
+        c.run = 3;
+        assert_eq!(c.name(), "l2-c1m256-r3");
+    }
 
     #[test]
     fn l1_conf_runs_every_check_with_timeout_and_retry() {

@@ -4,8 +4,10 @@
 //! `[l2-cNmM] ` prefix). Used by `ci/demo.sh` on hosts without hardware KVM.
 //!
 //! ```text
-//! zvisor-nested [--check CPUSxMEMORY_MIB]... [--verbose-l2] [--timeout SECS]
+//! zvisor-nested [--check CPUSxMEMORY_MIB]... [--repeat N] [--verbose-l2] [--timeout SECS]
 //! ```
+//!
+//! `--repeat N` runs the whole list N times in the same L1 (a soak test).
 
 use std::process::ExitCode;
 
@@ -23,7 +25,7 @@ fn parse_check(s: &str) -> Result<L2Check, String> {
     if cpus == 0 || cpus > 64 || !(64..=3072).contains(&memory_mib) {
         return Err(format!("--check {s:?}: want 1-64 CPUs and 64-3072 MiB"));
     }
-    Ok(L2Check { cpus, memory_mib })
+    Ok(L2Check::new(cpus, memory_mib))
 }
 
 fn run() -> Result<bool, String> {
@@ -37,6 +39,7 @@ fn run() -> Result<bool, String> {
     let mut plan = NestedPlan::rung2(arch, workdir("nested-demo"));
     plan.checks.clear();
     plan.echo = true;
+    let mut repeat = 1u32;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -44,6 +47,14 @@ fn run() -> Result<bool, String> {
                 .checks
                 .push(parse_check(&args.next().ok_or("--check needs a value")?)?),
             "--verbose-l2" => plan.l2_quiet = false,
+            "--repeat" => {
+                let v = args.next().ok_or("--repeat needs a value")?;
+                repeat = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=50).contains(n))
+                    .ok_or(format!("--repeat {v:?}: want 1-50"))?;
+            }
             "--timeout" => {
                 let v = args.next().ok_or("--timeout needs a value")?;
                 plan.l2_timeout_secs = v
@@ -53,17 +64,19 @@ fn run() -> Result<bool, String> {
                     .ok_or(format!("--timeout {v:?}: want 1-3600 seconds"))?;
             }
             "-h" | "--help" => {
-                println!("usage: zvisor-nested [--check CPUSxMEMORY_MIB]... [--verbose-l2] [--timeout SECS]");
+                println!("usage: zvisor-nested [--check CPUSxMEMORY_MIB]... [--repeat N] [--verbose-l2] [--timeout SECS]");
                 return Ok(true);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
     if plan.checks.is_empty() {
-        plan.checks.push(L2Check {
-            cpus: 2,
-            memory_mib: 512,
-        });
+        plan.checks.push(L2Check::new(2, 512));
+    }
+    let shapes = plan.checks.clone();
+    for run in 1..repeat {
+        plan.checks
+            .extend(shapes.iter().map(|c| L2Check { run, ..*c }));
     }
     let k = KernelAssets::find(arch)?;
     eprintln!("zvisor-nested: building static zvisor and zvisor-init ...");
@@ -83,14 +96,30 @@ fn run() -> Result<bool, String> {
         out.log.display()
     );
     for c in &out.checks {
-        if let Some(r) = &c.report {
-            eprintln!(
-                "zvisor-nested: {}: L2 saw nproc={} MemTotal={} KiB",
-                c.check.name(),
-                r.get("nproc").unwrap_or("?"),
-                r.get("memtotal_kib").unwrap_or("?")
-            );
-        }
+        let tries: Vec<String> = c
+            .attempts
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} in {} ms",
+                    a.get("status").unwrap_or("?"),
+                    a.get("elapsed_ms").unwrap_or("?")
+                )
+            })
+            .collect();
+        eprintln!(
+            "zvisor-nested: {}: [{}] L2 saw nproc={} MemTotal={} KiB",
+            c.check.name(),
+            tries.join(", "),
+            c.report
+                .as_ref()
+                .and_then(|r| r.get("nproc"))
+                .unwrap_or("?"),
+            c.report
+                .as_ref()
+                .and_then(|r| r.get("memtotal_kib"))
+                .unwrap_or("?")
+        );
     }
     for x in &p {
         eprintln!("zvisor-nested: problem: {x}");
