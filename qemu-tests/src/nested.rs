@@ -69,6 +69,9 @@ pub struct NestedPlan {
     pub l2_quiet: bool,
     /// Extra L2 kernel parameters.
     pub l2_cmdline_extra: String,
+    /// Modules for L2's initramfs (with their dependencies), loaded by its
+    /// init before the report, e.g. `virtio_mmio`, `virtio_blk`.
+    pub l2_modules: Vec<String>,
     /// Scratch directory for images and the console log.
     pub workdir: PathBuf,
     /// Copy L1's console to stderr while it runs.
@@ -88,6 +91,7 @@ impl NestedPlan {
             l2_use_vmlinux: true,
             l2_quiet: true,
             l2_cmdline_extra: String::new(),
+            l2_modules: Vec::new(),
             workdir,
             echo: false,
         }
@@ -184,10 +188,18 @@ pub fn run_nested(
 ) -> Result<NestedOutcome, String> {
     std::fs::create_dir_all(&plan.workdir)
         .map_err(|e| format!("{}: {e}", plan.workdir.display()))?;
+    let resolve = |want: &[String]| -> Result<Vec<_>, String> {
+        if want.is_empty() {
+            return Ok(Vec::new());
+        }
+        let idx = ModuleIndex::scan(&k.modules).map_err(|e| e.to_string())?;
+        idx.resolve(want).map_err(|e| e.to_string())
+    };
     let l2_initrd = plan.workdir.join("l2.cpio");
     image(
         &ImageSpec {
             init: Some(bins.init.clone()),
+            modules: resolve(&plan.l2_modules)?,
             ..Default::default()
         },
         &l2_initrd,

@@ -6,7 +6,8 @@
 //! Skips (with a message) when QEMU or the assets are missing, unless
 //! ZVISOR_REQUIRE_RUNG2=1. Knobs: ZVISOR_RUNG2_ECHO=1 streams L1's console;
 //! ZVISOR_L2_KERNEL=vmlinuz boots L2 from the bzImage instead of the PVH
-//! ELF; ZVISOR_L2_CMDLINE adds L2 kernel parameters.
+//! ELF; ZVISOR_L2_CMDLINE adds L2 kernel parameters; ZVISOR_L2_MODULES
+//! (comma-separated) puts modules into L2's initramfs and loads them.
 
 use zvisor_qemu_tests::binaries::{build_static, check_static};
 use zvisor_qemu_tests::nested::{l2_image_bytes, problems, run_nested, GuestBinaries, NestedPlan};
@@ -38,6 +39,13 @@ fn x86_64_l2_linux_under_zvisor_in_nested_kvm() {
     }
     if let Ok(extra) = std::env::var("ZVISOR_L2_CMDLINE") {
         plan.l2_cmdline_extra = extra;
+    }
+    if let Ok(m) = std::env::var("ZVISOR_L2_MODULES") {
+        plan.l2_modules = m
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
     }
     let out = run_nested(&plan, &k, &bins).expect("nested run");
 
