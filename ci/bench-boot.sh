@@ -17,33 +17,42 @@ for t in python3 strace /usr/bin/time qemu-system-x86_64 gcc objcopy; do
     command -v "$t" >/dev/null || { echo "bench-boot: $t not found" >&2; exit 1; }
 done
 
+# The static build is what runs inside L1 in rung 2 and what we ship; the
+# dynamic one maps all of libc.so, which shows in its RSS.
 cargo build --release -p zvisor >&2
-ZVISOR=$PWD/target/release/zvisor
+RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release -p zvisor --target x86_64-unknown-linux-gnu >&2
+ZVISOR_DYN=$PWD/target/release/zvisor
+ZVISOR=$PWD/target/x86_64-unknown-linux-gnu/release/zvisor
 OUT=$PWD/target/bench-boot
 guest/tiny/build.sh "$OUT/tiny" >&2
 
-python3 - "$RUNS" "$ZVISOR" "$OUT/tiny" <<'PY'
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); host: $(uname -srm); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') x $(nproc); kvm modules: $(ls /sys/module | grep '^kvm' | tr '\n' ' ')"
+echo "zvisor binaries: static $(stat -c %s "$ZVISOR") bytes, dynamic $(stat -c %s "$ZVISOR_DYN") bytes; $(qemu-system-x86_64 --version | head -1)"
+
+python3 - "$RUNS" "$ZVISOR" "$OUT/tiny" "$ZVISOR_DYN" <<'PY'
 import os, re, statistics, subprocess, sys, tempfile, time
 
-runs, zvisor, tiny = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+runs, zvisor, tiny, zvisor_dyn = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 MARKER = b"TINY ready"
 QEMU = ["qemu-system-x86_64", "-M", "microvm", "-enable-kvm", "-cpu", "host,-arch-capabilities",
         "-m", "128M", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
         "-serial", "stdio", "-no-reboot"]
 
-def zv(kernel, cmdline):
-    return [zvisor, "run", "--kernel", f"{tiny}/{kernel}", "--memory", "128M", "--cmdline", cmdline]
+def zv(kernel, cmdline, binary=zvisor):
+    return [binary, "run", "--kernel", f"{tiny}/{kernel}", "--memory", "128M", "--cmdline", cmdline]
 
 def qemu(kernel, cmdline):
     return QEMU + ["-kernel", f"{tiny}/{kernel}", "-append", cmdline]
 
 CONFIGS = [
-    ("zvisor  pvh   quick", zv("tiny-pvh.elf", "tiny.quick")),
-    ("zvisor  elf64 quick", zv("tiny.elf", "tiny.quick")),
-    ("zvisor  bzImage quick", zv("tiny.bzImage", "tiny.quick")),
-    ("qemu-microvm pvh quick", qemu("tiny-pvh.elf", "tiny.quick")),
-    ("zvisor  pvh   full report+poweroff", zv("tiny-pvh.elf", "tiny.action=poweroff")),
-    ("qemu-microvm pvh full report+poweroff", qemu("tiny-pvh.elf", "tiny.action=poweroff")),
+    ("zvisor, PVH ELF, quick", zv("tiny-pvh.elf", "tiny.quick")),
+    ("zvisor, 64-bit ELF, quick", zv("tiny.elf", "tiny.quick")),
+    ("zvisor, bzImage, quick", zv("tiny.bzImage", "tiny.quick")),
+    ("zvisor (dynamic glibc), 64-bit ELF, quick", zv("tiny.elf", "tiny.quick", zvisor_dyn)),
+    ("QEMU microvm, PVH ELF, quick", qemu("tiny-pvh.elf", "tiny.quick")),
+    ("zvisor, PVH ELF, full report + ACPI poweroff", zv("tiny-pvh.elf", "tiny.action=poweroff")),
+    ("QEMU microvm, PVH ELF, full report + ACPI poweroff", qemu("tiny-pvh.elf", "tiny.action=poweroff")),
 ]
 
 def rss(cmd):
