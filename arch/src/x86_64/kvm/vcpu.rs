@@ -22,7 +22,6 @@ pub struct X86Vcpu {
     latch: Arc<ExitLatch>,
 }
 
-const MSR_IA32_TSC: u32 = 0x10;
 const MSR_IA32_SYSENTER_CS: u32 = 0x174;
 const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
 const MSR_IA32_SYSENTER_EIP: u32 = 0x176;
@@ -112,7 +111,8 @@ impl X86Vcpu {
     }
 
     /// Boot MSRs, set one at a time: kvm_pvm refuses some that real KVM takes,
-    /// and a missing one is not fatal for booting.
+    /// and a missing one is not fatal for booting. The TSC is left to KVM,
+    /// which starts the vCPUs' TSCs in sync.
     fn set_msrs(&self) {
         let list = [
             (MSR_IA32_SYSENTER_CS, 0),
@@ -123,7 +123,6 @@ impl X86Vcpu {
             (MSR_KERNEL_GS_BASE, 0),
             (MSR_SYSCALL_MASK, 0),
             (MSR_LSTAR, 0),
-            (MSR_IA32_TSC, 0),
             (MSR_IA32_MISC_ENABLE, 1),          // fast strings
             (MSR_MTRR_DEF_TYPE, (1 << 11) | 6), // MTRRs on, default write-back
         ];
