@@ -19,6 +19,7 @@ pub mod net;
 pub mod queue;
 pub mod rng;
 pub mod tap;
+pub mod vsock;
 pub mod worker;
 
 use std::io;
