@@ -13,6 +13,7 @@
 //! an error status in the device's own protocol.
 
 pub mod block;
+pub mod config;
 pub mod console;
 pub mod mmio;
 pub mod net;
