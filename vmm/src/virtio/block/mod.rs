@@ -14,11 +14,11 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
 
 use self::request::{byte_range, status as st, Kind, Op, ID_LEN};
-use super::queue::{add_used, iovecs, pop_chain, signal_used, write_segments};
+use super::queue::{add_used, iovecs, pop_chain, signal_used, write_segments, ChainError};
 use super::worker::{EpollCtl, Handler, Worker};
 use super::{
     features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
@@ -46,6 +46,8 @@ pub const QUEUE_SIZE: u16 = 256;
 /// Config space size.
 pub const CONFIG_LEN: usize = 60;
 const MAX_DISCARD_SEG: u32 = 1;
+/// Completions after which the device interrupts even while still busy.
+const SIGNAL_EVERY: usize = 8;
 const MAX_DISCARD_SECTORS: u32 = u32::MAX / 512;
 
 /// How to open a disk.
@@ -270,21 +272,40 @@ fn process_queue(
     index: u16,
 ) -> Result<(), DeviceError> {
     let mut any = false;
-    while let Some(chain) = pop_chain(q, mem)? {
-        let Some(req) = request::parse(mem, &chain) else {
-            return Err(super::queue::ChainError::NoReply(chain.head).into());
-        };
-        let (status, written) = match &req.op {
-            Ok(op) => execute(mem, disk, op),
-            Err(s) => (*s, 0),
-        };
-        if status != st::OK {
-            tracing::debug!("virtio-blk: request {:?} -> status {status}", req.op);
+    let mut done = 0usize;
+    loop {
+        // While busy, ask the driver not to notify (VRING_USED_F_NO_NOTIFY or
+        // avail_event); re-enable and re-check before going to sleep.
+        q.disable_notification(mem)
+            .map_err(|e| ChainError::Ring(e.to_string()))?;
+        while let Some(chain) = pop_chain(q, mem)? {
+            let Some(req) = request::parse(mem, &chain) else {
+                return Err(ChainError::NoReply(chain.head).into());
+            };
+            let (status, written) = match &req.op {
+                Ok(op) => execute(mem, disk, op),
+                Err(s) => (*s, 0),
+            };
+            if status != st::OK {
+                tracing::debug!("virtio-blk: request {:?} -> status {status}", req.op);
+            }
+            mem.write_obj(status, req.status)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            add_used(q, mem, chain.head, written + 1)?;
+            any = true;
+            done += 1;
+            if done.is_multiple_of(SIGNAL_EVERY) {
+                // Let the driver recycle buffers while the device keeps going.
+                signal_used(q, mem, irq, index)?;
+                any = false;
+            }
         }
-        mem.write_obj(status, req.status)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        add_used(q, mem, chain.head, written + 1)?;
-        any = true;
+        if !q
+            .enable_notification(mem)
+            .map_err(|e| ChainError::Ring(e.to_string()))?
+        {
+            break;
+        }
     }
     if any {
         signal_used(q, mem, irq, index)?;
