@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(Some(chain)) => {
                 if let Some(req) = request::parse(&mem, &chain) {
                     if let Ok(op) = &req.op {
-                        let _ = request::ranges(&mem, op, 4);
+                        let _ = request::ranges(&mem, &chain, op, 4);
                         let _ = request::byte_range(op.sector, op.len, 1 << 30);
                     }
                 }
