@@ -84,7 +84,7 @@ pub fn kernel_release() -> String {
         .release
         .iter()
         .take_while(|&&c| c != 0)
-        // Lossless reinterpretation of c_char as a byte.
+        // c_char is i8 or u8 depending on the target: take its byte.
         .map(|&c| c.to_ne_bytes()[0])
         .collect();
     String::from_utf8_lossy(&bytes).into_owned()
