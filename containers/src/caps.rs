@@ -143,8 +143,12 @@ pub fn apply(sets: &CapSets) -> Result<()> {
                 )
             };
             if rc < 0 {
-                return Err(nix::Error::last())
-                    .ctx(|| format!("raising ambient {} (it must be permitted and inheritable)", name(cap)));
+                // Like runc: an ambient capability that is not also
+                // permitted and inheritable is skipped, not fatal.
+                tracing::debug!(
+                    "ambient {} not raised (it must be permitted and inheritable)",
+                    name(cap)
+                );
             }
         }
     }

@@ -172,6 +172,7 @@ pub fn create(root: &Path, id: &str, o: &CreateOpts) -> Result<i32> {
             new,
             maps: userns.then(|| (id_map(linux.uid_mappings()), id_map(linux.gid_mappings()))),
             cgroup: Some(&cg),
+            close: vec![sd.lock_fd()],
         };
         let ctx = InitCtx {
             spec: &spec,
@@ -480,6 +481,7 @@ pub fn exec(root: &Path, id: &str, proc_: &Process, o: &ExecOpts) -> Result<i32>
         new: CloneFlags::empty(),
         maps: None,
         cgroup: Some(&cg),
+        close: Vec::new(),
     };
     let preserve = o.preserve_fds;
     let (child, chan) = spawn::spawn(&opts, move |chan| {
@@ -523,4 +525,14 @@ pub fn wait_exit(pid: i32) -> Result<i32> {
             Err(e) => return Err(e).ctx(|| format!("waiting for {pid}")),
         }
     }
+}
+
+/// The config saved at create time.
+pub fn saved_spec(root: &Path, id: &str) -> Result<Spec> {
+    state::check_id(id)?;
+    let dir = root.join(id);
+    if !dir.is_dir() {
+        return Err(Error::NotFound(id.into()));
+    }
+    load_spec(&dir).ok_or_else(|| Error::State(format!("container {id} has no saved config")))
 }

@@ -91,6 +91,8 @@ pub struct Opts<'a> {
     pub maps: Option<(String, String)>,
     /// Cgroup to put stage 0 into before it goes on.
     pub cgroup: Option<&'a Cgroup>,
+    /// Fds the container must not inherit (the state lock).
+    pub close: Vec<std::os::fd::RawFd>,
 }
 
 /// Forks the stages; `init` runs in stage 1 and returns its exit code on
@@ -108,6 +110,9 @@ pub fn spawn(o: &Opts, init: impl FnOnce(Chan) -> i32) -> Result<(i32, Chan)> {
     match unsafe { fork() }.ctx(|| "fork")? {
         ForkResult::Child => {
             drop(a);
+            for fd in &o.close {
+                let _ = nix::unistd::close(*fd);
+            }
             let chan = Chan(b);
             let code = match stage0(o, &chan) {
                 Ok(Some(())) => init(chan),

@@ -161,6 +161,11 @@ impl StateDir {
         write_atomic(&self.dir.join(STATE_FILE), &data)
     }
 
+    /// The lock's fd (a forked container process must close it).
+    pub fn lock_fd(&self) -> std::os::fd::RawFd {
+        self._lock.as_raw_fd()
+    }
+
     /// Path of the exec fifo.
     pub fn fifo(&self) -> PathBuf {
         self.dir.join(EXEC_FIFO)
