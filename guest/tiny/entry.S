@@ -117,6 +117,7 @@ gdt_desc:
 pml4: .skip 4096
 pdpt: .skip 4096
 pd0:  .skip 4096
+    .globl pd3
 pd3:  .skip 4096
     .skip 16384
 stack_top:

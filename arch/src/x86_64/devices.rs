@@ -39,8 +39,8 @@ impl ExitLatch {
 }
 
 /// The i8042 keyboard controller, only as far as the reset line: command
-/// 0xfe on port 0x64 pulses CPU reset. Registered on ports 0x60..=0x64
-/// (0x61 is KVM's in-kernel PC speaker port and never reaches us).
+/// 0xfe on port 0x64 pulses CPU reset. Registered on ports 0x60..=0x64;
+/// port 0x61 (PC speaker / PIT gate) reads as 0 like the rest.
 pub struct I8042 {
     latch: Arc<ExitLatch>,
 }

@@ -13,12 +13,14 @@
 //! an error status in the device's own protocol.
 
 pub mod block;
+pub mod config;
 pub mod console;
 pub mod mmio;
 pub mod net;
 pub mod queue;
 pub mod rng;
 pub mod tap;
+pub mod vsock;
 pub mod worker;
 
 use std::io;

@@ -77,15 +77,24 @@ impl Chain {
 
 /// Pops and validates the next available chain; `Ok(None)` when the ring is empty.
 pub fn pop_chain(q: &mut Queue, mem: &GuestMemory) -> Result<Option<Chain>, ChainError> {
+    let mut chain = Chain::default();
+    Ok(pop_chain_into(q, mem, &mut chain)?.then_some(chain))
+}
+
+/// Like [`pop_chain`], reusing `chain`'s buffers; `Ok(false)` when the ring is empty.
+pub fn pop_chain_into(
+    q: &mut Queue,
+    mem: &GuestMemory,
+    chain: &mut Chain,
+) -> Result<bool, ChainError> {
     let mut iter = q.iter(mem).map_err(|e| ChainError::Ring(e.to_string()))?;
     let Some(desc_chain) = iter.next() else {
-        return Ok(None);
+        return Ok(false);
     };
     let head = desc_chain.head_index();
-    let mut chain = Chain {
-        head,
-        ..Chain::default()
-    };
+    chain.head = head;
+    chain.readable.clear();
+    chain.writable.clear();
     let mut last_has_next = false;
     let mut count = 0usize;
     for d in desc_chain {
@@ -120,7 +129,7 @@ pub fn pop_chain(q: &mut Queue, mem: &GuestMemory) -> Result<Option<Chain>, Chai
     if last_has_next {
         return Err(ChainError::Unterminated(head));
     }
-    Ok(Some(chain))
+    Ok(true)
 }
 
 /// Returns a chain to the driver with `len` bytes written.
@@ -244,19 +253,51 @@ pub fn split_segments(segs: &[Segment], at: u64) -> (Vec<Segment>, Vec<Segment>)
 /// while a device runs).
 pub fn iovecs(mem: &GuestMemory, segs: &[Segment]) -> Option<Vec<libc::iovec>> {
     let mut v = Vec::with_capacity(segs.len());
+    iovecs_range(mem, segs, 0, u64::MAX, &mut v)?;
+    Some(v)
+}
+
+/// Appends to `out` the host iovecs for `len` bytes of `segs` starting
+/// `offset` bytes in (fewer if the segments end first).
+pub fn iovecs_range(
+    mem: &GuestMemory,
+    segs: &[Segment],
+    offset: u64,
+    len: u64,
+    out: &mut Vec<libc::iovec>,
+) -> Option<()> {
+    let mut skip = offset;
+    let mut left = len;
     for s in segs {
-        if s.len == 0 {
+        if left == 0 {
+            break;
+        }
+        let slen = u64::from(s.len);
+        if skip >= slen {
+            skip -= slen;
             continue;
         }
-        for slice in GuestMemoryBackend::get_slices(mem, s.addr, s.len as usize) {
+        let n = (slen - skip).min(left);
+        let addr = GuestAddress(s.addr.0.checked_add(skip)?);
+        skip = 0;
+        left -= n;
+        // Fast path: the buffer lies in one region.
+        if let Ok(slice) = mem.get_slice(addr, n as usize) {
+            out.push(libc::iovec {
+                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                iov_len: slice.len(),
+            });
+            continue;
+        }
+        for slice in GuestMemoryBackend::get_slices(mem, addr, n as usize) {
             let slice = slice.ok()?;
-            v.push(libc::iovec {
+            out.push(libc::iovec {
                 iov_base: slice.ptr_guard_mut().as_ptr().cast(),
                 iov_len: slice.len(),
             });
         }
     }
-    Some(v)
+    Some(())
 }
 
 #[cfg(test)]

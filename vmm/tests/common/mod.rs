@@ -254,6 +254,19 @@ impl Driver {
         self.writel(regs::QUEUE_NOTIFY, q);
     }
 
+    /// virtqueue_kick_prepare without event idx: kick unless the device set
+    /// VRING_USED_F_NO_NOTIFY.
+    pub fn kick(&self, q: usize) {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let mut f = [0u8; 2];
+        self.mem
+            .read_slice(&mut f, GuestAddress(self.queues[q].used))
+            .unwrap();
+        if u16::from_le_bytes(f) & 1 == 0 {
+            self.notify(q as u32);
+        }
+    }
+
     /// virtqueue_add_sgs + virtqueue_kick: one chain, consecutive descriptors.
     pub fn submit(&mut self, q: usize, bufs: &[Buf]) -> u16 {
         let head = self.add_chain(q, bufs);

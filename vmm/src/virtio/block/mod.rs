@@ -14,11 +14,13 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
 
 use self::request::{byte_range, status as st, Kind, Op, ID_LEN};
-use super::queue::{add_used, iovecs, pop_chain, signal_used, write_segments};
+use super::queue::{
+    add_used, iovecs_range, pop_chain_into, signal_used, write_segments, Chain, ChainError,
+};
 use super::worker::{EpollCtl, Handler, Worker};
 use super::{
     features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
@@ -46,6 +48,8 @@ pub const QUEUE_SIZE: u16 = 256;
 /// Config space size.
 pub const CONFIG_LEN: usize = 60;
 const MAX_DISCARD_SEG: u32 = 1;
+/// Completions after which the device interrupts even while still busy.
+const SIGNAL_EVERY: usize = 8;
 const MAX_DISCARD_SECTORS: u32 = u32::MAX / 512;
 
 /// How to open a disk.
@@ -164,6 +168,22 @@ impl Block {
     pub fn sectors(&self) -> u64 {
         u64::from_le_bytes(self.config[0..8].try_into().unwrap_or_default())
     }
+
+    /// Serves `queue` on the calling thread, without a worker; for a
+    /// transport that runs devices inline and for measuring the device
+    /// model's own cost. Fails if the device is active.
+    pub fn process_inline(
+        &mut self,
+        mem: &GuestMemory,
+        queue: &mut Queue,
+        irq: &dyn VirtioInterrupt,
+    ) -> Result<(), DeviceError> {
+        let disk = self
+            .disk
+            .as_ref()
+            .ok_or_else(|| io::Error::other("device is active"))?;
+        process_queue(queue, mem, disk, irq, 0, &mut Scratch::default())
+    }
 }
 
 fn lock(file: &File, shared: bool, path: &Path) -> Result<(), BlockError> {
@@ -219,6 +239,7 @@ impl VirtioDevice for Block {
             irq: interrupt.clone(),
             queue: q.queue,
             index: q.index,
+            scratch: Scratch::default(),
         };
         self.worker = Some(Worker::spawn(
             "virtio-blk",
@@ -246,7 +267,19 @@ struct BlockHandler {
     irq: Arc<dyn VirtioInterrupt>,
     queue: Queue,
     index: u16,
+    scratch: Scratch,
 }
+
+/// Buffers reused from request to request (no allocation per request).
+#[derive(Default)]
+struct Scratch {
+    chain: Chain,
+    iov: Vec<libc::iovec>,
+}
+
+// SAFETY: the iovecs are rebuilt before every use and only point into guest
+// RAM, which outlives the handler; they are never dereferenced across threads.
+unsafe impl Send for Scratch {}
 
 impl Handler for BlockHandler {
     fn queue_notified(&mut self, _ctl: &EpollCtl<'_>, _q: usize) -> Result<(), DeviceError> {
@@ -256,6 +289,7 @@ impl Handler for BlockHandler {
             &self.disk,
             self.irq.as_ref(),
             self.index,
+            &mut self.scratch,
         )
     }
 }
@@ -268,23 +302,44 @@ fn process_queue(
     disk: &Disk,
     irq: &dyn VirtioInterrupt,
     index: u16,
+    scratch: &mut Scratch,
 ) -> Result<(), DeviceError> {
     let mut any = false;
-    while let Some(chain) = pop_chain(q, mem)? {
-        let Some(req) = request::parse(mem, &chain) else {
-            return Err(super::queue::ChainError::NoReply(chain.head).into());
-        };
-        let (status, written) = match &req.op {
-            Ok(op) => execute(mem, disk, op),
-            Err(s) => (*s, 0),
-        };
-        if status != st::OK {
-            tracing::debug!("virtio-blk: request {:?} -> status {status}", req.op);
+    let mut done = 0usize;
+    loop {
+        // While busy, ask the driver not to notify (VRING_USED_F_NO_NOTIFY or
+        // avail_event); re-enable and re-check before going to sleep.
+        q.disable_notification(mem)
+            .map_err(|e| ChainError::Ring(e.to_string()))?;
+        while pop_chain_into(q, mem, &mut scratch.chain)? {
+            let chain = &scratch.chain;
+            let Some(req) = request::parse(mem, chain) else {
+                return Err(ChainError::NoReply(chain.head).into());
+            };
+            let (status, written) = match &req.op {
+                Ok(op) => execute(mem, disk, chain, op, &mut scratch.iov),
+                Err(s) => (*s, 0),
+            };
+            if status != st::OK {
+                tracing::debug!("virtio-blk: request {:?} -> status {status}", req.op);
+            }
+            mem.write_obj(status, req.status)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            add_used(q, mem, chain.head, written + 1)?;
+            any = true;
+            done += 1;
+            if done.is_multiple_of(SIGNAL_EVERY) {
+                // Let the driver recycle buffers while the device keeps going.
+                signal_used(q, mem, irq, index)?;
+                any = false;
+            }
         }
-        mem.write_obj(status, req.status)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        add_used(q, mem, chain.head, written + 1)?;
-        any = true;
+        if !q
+            .enable_notification(mem)
+            .map_err(|e| ChainError::Ring(e.to_string()))?
+        {
+            break;
+        }
     }
     if any {
         signal_used(q, mem, irq, index)?;
@@ -293,7 +348,14 @@ fn process_queue(
 }
 
 /// Runs one request; returns (status, bytes written to guest data buffers).
-fn execute(mem: &GuestMemory, disk: &Disk, op: &Op) -> (u8, u32) {
+fn execute(
+    mem: &GuestMemory,
+    disk: &Disk,
+    chain: &Chain,
+    op: &Op,
+    iov: &mut Vec<libc::iovec>,
+) -> (u8, u32) {
+    let (segs, data_off) = op.data(chain);
     let fd = disk.file.as_raw_fd();
     match op.kind {
         Kind::In | Kind::Out => {
@@ -304,10 +366,11 @@ fn execute(mem: &GuestMemory, disk: &Disk, op: &Op) -> (u8, u32) {
             let Some((off, len)) = byte_range(op.sector, op.len, disk.size) else {
                 return (st::IOERR, 0);
             };
-            let Some(mut iov) = iovecs(mem, &op.data) else {
+            iov.clear();
+            if iovecs_range(mem, segs, data_off, len, iov).is_none() {
                 return (st::IOERR, 0);
-            };
-            match rw_all(fd, &mut iov, off, write) {
+            }
+            match rw_all(fd, iov, off, write) {
                 Ok(()) if write => (st::OK, 0),
                 Ok(()) => (st::OK, len as u32),
                 Err(e) => {
@@ -325,14 +388,14 @@ fn execute(mem: &GuestMemory, disk: &Disk, op: &Op) -> (u8, u32) {
         },
         Kind::GetId => {
             let n = (op.len as usize).min(ID_LEN);
-            let w = write_segments(mem, &op.data, 0, &disk.id[..n]);
+            let w = write_segments(mem, segs, data_off, &disk.id[..n]);
             (st::OK, w as u32)
         }
         Kind::Discard | Kind::WriteZeroes => {
             if disk.readonly {
                 return (st::IOERR, 0);
             }
-            let Some(ranges) = request::ranges(mem, op, MAX_DISCARD_SEG as usize) else {
+            let Some(ranges) = request::ranges(mem, chain, op, MAX_DISCARD_SEG as usize) else {
                 return (st::IOERR, 0);
             };
             for r in ranges {

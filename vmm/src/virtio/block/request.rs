@@ -4,7 +4,7 @@
 use vm_memory::GuestAddress;
 
 use crate::memory::GuestMemory;
-use crate::virtio::queue::{read_segments, split_segments, Chain, Segment};
+use crate::virtio::queue::{read_segments, Chain, Segment};
 
 /// Request types.
 pub mod types {
@@ -66,38 +66,39 @@ pub struct Request {
 }
 
 /// A well-formed request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Op {
     /// What to do.
     pub kind: Kind,
     /// Starting sector (512 bytes).
     pub sector: u64,
-    /// Data buffers: writable for In/GetId, readable for Out/Discard/WriteZeroes.
-    pub data: Vec<Segment>,
-    /// Their total length.
+    /// Data length: the writable buffers minus the status byte for In/GetId,
+    /// the readable buffers after the header for Out/Discard/WriteZeroes.
     pub len: u64,
+}
+
+impl Op {
+    /// The chain's buffers holding the data and the data's offset in them.
+    pub fn data<'a>(&self, chain: &'a Chain) -> (&'a [Segment], u64) {
+        match self.kind {
+            Kind::In | Kind::GetId | Kind::Flush => (&chain.writable, 0),
+            Kind::Out | Kind::Discard | Kind::WriteZeroes => (&chain.readable, HEADER_LEN),
+        }
+    }
 }
 
 /// Parses `chain`; `None` when it has no writable byte to put a status in
 /// (the request cannot be answered).
 pub fn parse(mem: &GuestMemory, chain: &Chain) -> Option<Request> {
     let wlen = chain.writable_len();
-    if wlen == 0 {
-        return None;
-    }
-    let (wdata, wstatus) = split_segments(&chain.writable, wlen - 1);
-    let st = wstatus.iter().find(|s| s.len > 0)?;
-    let status = st.addr;
-    let op = parse_op(mem, chain, wdata, wlen - 1);
+    let last = chain.writable.iter().rev().find(|s| s.len > 0)?;
+    // pop_chain checked the buffer lies in RAM, so this cannot overflow.
+    let status = GuestAddress(last.addr.0 + u64::from(last.len) - 1);
+    let op = parse_op(mem, chain, wlen - 1);
     Some(Request { status, op })
 }
 
-fn parse_op(
-    mem: &GuestMemory,
-    chain: &Chain,
-    wdata: Vec<Segment>,
-    wdata_len: u64,
-) -> Result<Op, u8> {
+fn parse_op(mem: &GuestMemory, chain: &Chain, wdata_len: u64) -> Result<Op, u8> {
     let rlen = chain.readable_len();
     if rlen < HEADER_LEN {
         return Err(status::IOERR);
@@ -110,7 +111,6 @@ fn parse_op(
     let mut s = [0u8; 8];
     s.copy_from_slice(&hdr[8..16]);
     let sector = u64::from_le_bytes(s);
-    let (_, rdata) = split_segments(&chain.readable, HEADER_LEN);
     let rdata_len = rlen - HEADER_LEN;
     let kind = match ty {
         types::IN => Kind::In,
@@ -123,24 +123,24 @@ fn parse_op(
     };
     // Direction checks: the device reads only the header (and the data of
     // writes and range lists) and writes only read data, the id and status.
-    let (data, len) = match kind {
+    let len = match kind {
         Kind::In | Kind::GetId => {
             if rdata_len != 0 {
                 return Err(status::IOERR);
             }
-            (wdata, wdata_len)
+            wdata_len
         }
         Kind::Flush => {
             if rdata_len != 0 || wdata_len != 0 {
                 return Err(status::IOERR);
             }
-            (Vec::new(), 0)
+            0
         }
         Kind::Out | Kind::Discard | Kind::WriteZeroes => {
             if wdata_len != 0 {
                 return Err(status::IOERR);
             }
-            (rdata, rdata_len)
+            rdata_len
         }
     };
     match kind {
@@ -150,12 +150,7 @@ fn parse_op(
         }
         _ => {}
     }
-    Ok(Op {
-        kind,
-        sector,
-        data,
-        len,
-    })
+    Ok(Op { kind, sector, len })
 }
 
 /// One discard/write-zeroes range.
@@ -170,7 +165,8 @@ pub struct Range {
 }
 
 /// Reads the ranges of a discard/write-zeroes request (at most `max`).
-pub fn ranges(mem: &GuestMemory, op: &Op, max: usize) -> Option<Vec<Range>> {
+pub fn ranges(mem: &GuestMemory, chain: &Chain, op: &Op, max: usize) -> Option<Vec<Range>> {
+    let (segs, base) = op.data(chain);
     let n = usize::try_from(op.len / RANGE_LEN).ok()?;
     if n > max {
         return None;
@@ -178,7 +174,7 @@ pub fn ranges(mem: &GuestMemory, op: &Op, max: usize) -> Option<Vec<Range>> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let mut b = [0u8; RANGE_LEN as usize];
-        if read_segments(mem, &op.data, i as u64 * RANGE_LEN, &mut b) != b.len() {
+        if read_segments(mem, segs, base + i as u64 * RANGE_LEN, &mut b) != b.len() {
             return None;
         }
         let mut s = [0u8; 8];

@@ -12,11 +12,11 @@ use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueOwnedT};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::EventSet;
 
 use super::queue::{add_used, iovecs, pop_chain, read_segments, signal_used, split_segments};
-use super::queue::{write_segments, Chain};
+use super::queue::{write_segments, Chain, ChainError};
 use super::tap::{offload, Tap, TapError, VNET_HDR_LEN};
 use super::worker::{EpollCtl, Handler, Worker, BACKEND_TOKEN_BASE};
 use super::{
@@ -345,13 +345,26 @@ impl NetHandler {
 
     fn process_tx(&mut self) -> Result<(), DeviceError> {
         let mut any = false;
-        while let Some(chain) = pop_chain(&mut self.tx, &self.mem)? {
-            if let Err(why) = self.send(&chain) {
-                tracing::debug!("virtio-net: tx frame dropped: {why}");
-                self.stats.tx_dropped += 1;
+        loop {
+            // No kicks while the device is draining the ring.
+            self.tx
+                .disable_notification(&self.mem)
+                .map_err(|e| ChainError::Ring(e.to_string()))?;
+            while let Some(chain) = pop_chain(&mut self.tx, &self.mem)? {
+                if let Err(why) = self.send(&chain) {
+                    tracing::debug!("virtio-net: tx frame dropped: {why}");
+                    self.stats.tx_dropped += 1;
+                }
+                add_used(&mut self.tx, &self.mem, chain.head, 0)?;
+                any = true;
             }
-            add_used(&mut self.tx, &self.mem, chain.head, 0)?;
-            any = true;
+            if !self
+                .tx
+                .enable_notification(&self.mem)
+                .map_err(|e| ChainError::Ring(e.to_string()))?
+            {
+                break;
+            }
         }
         if any {
             signal_used(&mut self.tx, &self.mem, self.irq.as_ref(), TX as u16)?;
