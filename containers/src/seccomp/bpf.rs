@@ -37,7 +37,12 @@ pub enum Target {
 #[derive(Clone, Copy, Debug)]
 enum Insn {
     Plain(SockFilter),
-    Cond { code: u16, k: u32, jt: Target, jf: Target },
+    Cond {
+        code: u16,
+        k: u32,
+        jt: Target,
+        jf: Target,
+    },
     Ja(usize),
 }
 
