@@ -93,7 +93,15 @@ pub(super) fn load(
     // ACPI.
     let tables = acpi::build(&acpi::AcpiConfig {
         cpus: config.cpus,
-        virtio: Vec::new(),
+        virtio: config
+            .mmio_devices
+            .iter()
+            .map(|d| acpi::VirtioMmioDevice {
+                base: d.base,
+                size: d.size,
+                irq: d.irq,
+            })
+            .collect(),
     })?;
     for (addr, b) in &tables {
         write(mem, "ACPI tables", *addr, b)?;

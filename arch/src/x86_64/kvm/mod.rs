@@ -122,6 +122,10 @@ impl Platform for X86Platform {
     type Vcpu = X86Vcpu;
     type Error = Error;
 
+    fn mmio_slot(index: u32) -> Option<(u64, u64, u32)> {
+        layout::virtio_mmio_slot(index)
+    }
+
     fn build(config: &VmConfig, _mmio: &Bus) -> Result<(Self, Vec<X86Vcpu>), Error> {
         // Check the user's files first, then the host.
         let mem_layout =
@@ -211,6 +215,11 @@ impl Platform for X86Platform {
             AcpiPm::LEN,
             Arc::new(Mutex::new(AcpiPm::new(latch.clone()))),
         )?;
+        for d in &config.mmio_devices {
+            if let Some(fd) = &d.irq_fd {
+                vm.register_irqfd(fd, d.irq).map_err(kvm_err("KVM_IRQFD"))?;
+            }
+        }
         serial::spawn_stdin_reader(serial, config.console);
 
         let pio = Arc::new(pio);
