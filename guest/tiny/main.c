@@ -363,6 +363,8 @@ void cmain(int mode, u64 p)
 			__asm__ volatile("lidt %0; ud2" : : "m"(idt));
 	} else if (word_is(a, "echo")) {
 		puts("TINY action=echo\n");
+		outb(0x3fa, 1); /* FCR: FIFOs on */
+		outb(0x3f9, 1); /* IER: received-data interrupt on (IF stays 0) */
 		for (;;) {
 			if (!(inb(0x3fd) & 1)) {
 				__asm__ volatile("pause");
