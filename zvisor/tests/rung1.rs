@@ -181,6 +181,27 @@ fn exits_map_to_codes_and_messages() {
         // The VM stopped at the action: nothing ran after it.
         assert!(!r.stdout.contains("action returned"), "{r:?}");
     }
+    // int3 with no IDT: a triple fault on hardware KVM; kvm_pvm's emulator
+    // gives up with KVM_EXIT_INTERNAL_ERROR instead. Either way one line,
+    // the matching code, and no panic.
+    let r = run(&[
+        "--kernel",
+        k,
+        "--cmdline",
+        "tiny.action=triple tiny.triple=int3",
+    ]);
+    match r.code {
+        Some(4) => assert_eq!(r.stderr, "zvisor: guest triple-faulted\n", "{r:?}"),
+        Some(5) => {
+            assert!(
+                r.stderr
+                    .starts_with("zvisor: guest crashed: KVM internal error on vCPU 0"),
+                "{r:?}"
+            );
+            assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+        }
+        _ => panic!("int3 without an IDT: {r:?}"),
+    }
     // Other triple-fault paths: #GP and #DE with no IDT.
     for how in ["gp", "div"] {
         let c = format!("tiny.action=triple tiny.triple={how}");
