@@ -6,9 +6,9 @@ use kvm_bindings::{kvm_cpuid_entry2, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segme
 use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd, VmFd};
 use tracing::{debug, trace};
 use zvisor_vmm::bus::Bus;
-use zvisor_vmm::{GuestExit, PlatformVcpu};
+use zvisor_vmm::{GuestExit, PlatformVcpu, VcpuExit as Exit};
 
-use super::{kvm_err, Entry, Error, Exit};
+use super::{kvm_err, Entry, Error};
 use crate::x86_64::boot::{self, Segment};
 use crate::x86_64::cpuid::{self, CpuidEntry};
 use crate::x86_64::devices::ExitLatch;
