@@ -49,12 +49,17 @@ fn x86_64_l2_linux_under_zvisor_in_nested_kvm() {
     }
     let out = run_nested(&plan, &k, &bins).expect("nested run");
 
-    eprintln!(
-        "rung 2: L1 ran {:.1} s (QEMU exit {:?}); console: {}",
-        out.run.elapsed.as_secs_f64(),
-        out.run.exit_code,
-        out.log.display()
-    );
+    for (i, b) in out.boots.iter().enumerate() {
+        eprintln!(
+            "rung 2: L1 boot {} ran {:.1} s (QEMU exit {:?}{}) for {:?}; console: {}",
+            i + 1,
+            b.run.elapsed.as_secs_f64(),
+            b.run.exit_code,
+            if b.run.stalled { ", hung" } else { "" },
+            b.checks,
+            b.log.display()
+        );
+    }
     if let Some(r) = &out.l1_report {
         eprintln!("  L1: {}", r.raw);
     }
@@ -81,12 +86,13 @@ fn x86_64_l2_linux_under_zvisor_in_nested_kvm() {
     let p = problems(&plan, &out, l2_image_bytes(&k));
     if !p.is_empty() {
         // The last lines of each failed L2 run say what zvisor reported.
-        let tail: Vec<&str> = out.run.output.lines().rev().take(60).collect();
+        let last = out.last().expect("at least one L1 boot");
+        let tail: Vec<&str> = last.run.output.lines().rev().take(60).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         panic!(
             "rung 2 failed:\n  - {}\nlast console lines ({}):\n{}",
             p.join("\n  - "),
-            out.log.display(),
+            last.log.display(),
             tail.join("\n")
         );
     }
