@@ -6,6 +6,7 @@
 //! - virtio-net TX packets per second into a tap (in a private netns; root).
 //!
 //! `cargo run --release -p zvisor-vmm --example virtio_bench [-- --quick]`
+//! (`ZV_PROFILE_INLINE=1` runs only the inline 4 KiB case, for `perf record`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -268,6 +269,12 @@ fn bench_blk(quick: bool) {
     let passes = if quick { 1 } else { 4 };
     let seq: Vec<u64> = (0..passes).flat_map(|_| all.iter().copied()).collect();
 
+    if std::env::var_os("ZV_PROFILE_INLINE").is_some() {
+        // For `perf record`: only the device model's 4 KiB path.
+        let r = device_inline(&path, &rand, 4096, 32);
+        println!("inline 4KiB: {:.0} IOPS", r.iops());
+        return;
+    }
     // Host and device runs alternate in slices so that load from other
     // processes on the machine hits both alike.
     let slices = 10;
@@ -383,5 +390,7 @@ fn bench_net(quick: bool) {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     bench_blk(quick);
-    bench_net(quick);
+    if std::env::var_os("ZV_PROFILE_INLINE").is_none() {
+        bench_net(quick);
+    }
 }
