@@ -433,7 +433,7 @@ fn rx_bench(g: &mut Guest, d: &mut common::Driver, n: usize) {
         let slot = slot_of.remove(&(id as u16)).expect("unknown buffer");
         let head = d.add_chain(0, &[(bufs[slot], 2048, true)]);
         slot_of.insert(head, slot);
-        if got % 32 == 0 {
+        if got.is_multiple_of(32) {
             d.kick(0);
         }
     }
