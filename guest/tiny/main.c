@@ -3,7 +3,8 @@
  * protocol, command line, e820 map, initrd, ACPI tables, CPUs), then does
  * what `tiny.action=` on its command line says: poweroff (ACPI S5 through
  * the FADT's sleep control register), reboot (i8042 0xfe), panic
- * (pvpanic), triple (triple fault), echo (serial input), hang.
+ * (pvpanic), triple (triple fault), echo (serial input), mmio (touch the
+ * first virtio-mmio device the DSDT lists), hang.
  * With `tiny.quick` it prints only "TINY ready" and resets at once.
  * Every line starts with "TINY " so tests can pick them out.
  */
@@ -136,6 +137,29 @@ static int vmm_page_tables; /* 1: the VMM's 4 GiB identity map is live */
 extern u64 pd3[512];      /* our own page directory for 3..4 GiB (PVH) */
 static u32 madt_lapics;
 
+static u32 virtio_count;
+static u64 virtio_base; /* first LNRO0005 device's Memory32Fixed base */
+
+/* virtio-mmio devices in the DSDT: "LNRO0005", then its _CRS's Memory32Fixed. */
+static void scan_dsdt(u64 t, u32 len)
+{
+	for (u64 a = t + 36; a + 8 <= t + len; a++) {
+		if (!memeq(a, "LNRO0005", 8))
+			continue;
+		if (!virtio_count++)
+			for (u64 b = a; b + 12 <= t + len && b < a + 96; b++)
+				if (R8(b) == 0x86 && R8(b + 1) == 9 && R8(b + 2) == 0) {
+					virtio_base = R32(b + 4);
+					break;
+				}
+	}
+	puts("TINY virtio-mmio count=");
+	putdec(virtio_count);
+	puts(" first=");
+	puthex(virtio_base);
+	puts("\n");
+}
+
 static void table_line(u64 t)
 {
 	u32 len = R32(t + 4);
@@ -159,6 +183,8 @@ static void table_line(u64 t)
 		if (dsdt)
 			table_line(dsdt);
 	}
+	if (memeq(t, "DSDT", 4))
+		scan_dsdt(t, len);
 	if (memeq(t, "APIC", 4)) {
 		for (u64 o = t + 44; o + 2 <= t + len && R8(o + 1) >= 2; o += R8(o + 1))
 			if (R8(o) == 0 && (R32(o + 4) & 1))
@@ -221,6 +247,15 @@ static void start_aps(void)
 	puts("\n");
 }
 
+/* Makes MMIO at addr in 3..4 GiB reachable when we run on our own page tables. */
+static void map_mmio(u64 addr)
+{
+	if (vmm_page_tables || addr < 0xc0000000 || addr >= (1ULL << 32))
+		return;
+	pd3[(addr - 0xc0000000) >> 21] = (addr & ~0x1fffffULL) | 0x83;
+	__asm__ volatile("mov %%cr3, %%rax; mov %%rax, %%cr3" : : : "rax", "memory");
+}
+
 /* ACPI S5 through the FADT's sleep control register (SLP_TYP 5, SLP_EN). */
 static void acpi_poweroff(void)
 {
@@ -230,10 +265,7 @@ static void acpi_poweroff(void)
 	if (sleep_ctl_space == 1) {
 		outb((u16)sleep_ctl, v);
 	} else if (sleep_ctl_space == 0 && sleep_ctl < (1ULL << 32)) {
-		if (!vmm_page_tables && sleep_ctl >= 0xc0000000) {
-			pd3[(sleep_ctl - 0xc0000000) >> 21] = (sleep_ctl & ~0x1fffffULL) | 0x83;
-			__asm__ volatile("mov %%cr3, %%rax; mov %%rax, %%cr3" : : : "rax", "memory");
-		}
+		map_mmio(sleep_ctl);
 		R8(sleep_ctl) = v;
 	}
 }
@@ -331,6 +363,8 @@ void cmain(int mode, u64 p)
 			__asm__ volatile("lidt %0; ud2" : : "m"(idt));
 	} else if (word_is(a, "echo")) {
 		puts("TINY action=echo\n");
+		outb(0x3fa, 1); /* FCR: FIFOs on */
+		outb(0x3f9, 1); /* IER: received-data interrupt on (IF stays 0) */
 		for (;;) {
 			if (!(inb(0x3fd) & 1)) {
 				__asm__ volatile("pause");
@@ -345,6 +379,18 @@ void cmain(int mode, u64 p)
 				break;
 			}
 		}
+	} else if (word_is(a, "mmio")) {
+		/* Read the first virtio-mmio device's magic, write it back at 0x70. */
+		puts("TINY action=mmio\n");
+		if (virtio_base) {
+			map_mmio(virtio_base);
+			u32 magic = R32(virtio_base);
+			puts("TINY mmio magic=");
+			puthex(magic);
+			puts("\n");
+			R32(virtio_base + 0x70) = magic;
+		}
+		acpi_poweroff();
 	} else if (word_is(a, "hang")) {
 		puts("TINY action=hang\n");
 		for (;;)

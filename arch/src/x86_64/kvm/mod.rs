@@ -18,7 +18,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 use zvisor_vmm::bus::Bus;
 use zvisor_vmm::memory::GuestMemory;
-use zvisor_vmm::{MemorySize, Platform, VcpuExit, VmConfig};
+use zvisor_vmm::{MemorySize, Platform, VmConfig};
 
 use super::devices::{AcpiPm, ExitLatch, PvPanic, I8042};
 use super::layout::{self, MemoryLayout};
@@ -75,7 +75,7 @@ pub enum Error {
     Acpi(#[from] acpi::AcpiError),
     /// Guest memory could not be mapped.
     #[error(transparent)]
-    Memory2(#[from] zvisor_vmm::memory::MemoryError),
+    GuestMemory(#[from] zvisor_vmm::memory::MemoryError),
     /// Writing boot structures into guest memory failed.
     #[error("cannot write {0} into guest memory: {1}")]
     GuestWrite(&'static str, vm_memory::GuestMemoryError),
@@ -121,6 +121,10 @@ impl Platform for X86Platform {
     const ARCH: &'static str = "x86_64";
     type Vcpu = X86Vcpu;
     type Error = Error;
+
+    fn mmio_slot(index: u32) -> Option<(u64, u64, u32)> {
+        layout::virtio_mmio_slot(index)
+    }
 
     fn build(config: &VmConfig, _mmio: &Bus) -> Result<(Self, Vec<X86Vcpu>), Error> {
         // Check the user's files first, then the host.
@@ -211,6 +215,11 @@ impl Platform for X86Platform {
             AcpiPm::LEN,
             Arc::new(Mutex::new(AcpiPm::new(latch.clone()))),
         )?;
+        for d in &config.mmio_devices {
+            if let Some(fd) = &d.irq_fd {
+                vm.register_irqfd(fd, d.irq).map_err(kvm_err("KVM_IRQFD"))?;
+            }
+        }
         serial::spawn_stdin_reader(serial, config.console);
 
         let pio = Arc::new(pio);
@@ -243,6 +252,3 @@ pub(crate) enum Entry {
     /// PVH: 32-bit protected mode at `rip`, hvm_start_info in ebx.
     Pvh(u64),
 }
-
-// Keep the trait's exit type in scope for the vCPU module.
-pub(crate) type Exit = VcpuExit;
