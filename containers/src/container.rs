@@ -307,7 +307,12 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         if n == 1 {
             break;
         }
-        if !state::alive(pid, rec.pid_start) || Instant::now() > deadline {
+        let gone = !state::alive(pid, rec.pid_start);
+        // SAFETY: as above; a last read in case it wrote, then exited.
+        if gone && unsafe { libc::read(fifo.as_raw_fd(), b.as_mut_ptr().cast(), 1) } == 1 {
+            break;
+        }
+        if gone || Instant::now() > deadline {
             return Err(Error::State(format!(
                 "container {id}'s init exited before it started"
             )));

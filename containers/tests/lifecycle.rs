@@ -260,14 +260,16 @@ fn no_leaks_after_200_cycles() {
     let base = id("leak");
     for i in 0..200 {
         let id = format!("{base}-{i}");
-        let st = b.cmd(&["create", &id]).stdout(Stdio::null()).status().unwrap();
-        assert!(st.success(), "create {i}");
-        assert!(b.cmd(&["start", &id]).status().unwrap().success(), "start {i}");
+        let o = b.quiet(&["create", &id]);
+        assert!(o.status.success(), "create {i}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = b.quiet(&["start", &id]);
+        assert!(o.status.success(), "start {i}: {}", String::from_utf8_lossy(&o.stderr));
         assert!(wait_for(|| {
-            let o = b.cmd(&["state", &id]).output().unwrap();
+            let o = b.quiet(&["state", &id]);
             String::from_utf8_lossy(&o.stdout).contains("\"stopped\"")
         }));
-        assert!(b.cmd(&["delete", &id]).status().unwrap().success(), "delete {i}");
+        let o = b.quiet(&["delete", &id]);
+        assert!(o.status.success(), "delete {i}: {}", String::from_utf8_lossy(&o.stderr));
     }
     for i in 0..200 {
         let id = format!("{base}-{i}");

@@ -157,6 +157,18 @@ impl Bundle {
     /// Runs the runtime; returns the output.
     pub fn runc(&self, args: &[&str]) -> Output {
         self.write();
+        let out = self.quiet(args);
+        eprintln!(
+            "zvisor-runc {args:?} -> {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs the runtime without writing config.json or logging.
+    pub fn quiet(&self, args: &[&str]) -> Output {
         // Files, not pipes: a created container keeps its stdio open.
         let o = tempfile::NamedTempFile::new().unwrap();
         let e = tempfile::NamedTempFile::new().unwrap();
@@ -172,12 +184,6 @@ impl Bundle {
             stdout: std::fs::read(o.path()).unwrap(),
             stderr: std::fs::read(e.path()).unwrap(),
         };
-        eprintln!(
-            "zvisor-runc {args:?} -> {:?}\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
         out
     }
 
