@@ -19,7 +19,13 @@ fn exec_joins_the_running_container() {
     let id = id("exec");
     b.ok(&["run", "-d", &id]);
     let init = b.state(&id)["pid"].as_i64().unwrap();
-    let out = b.ok(&["exec", &id, "sh", "-c", "echo $$; hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/mnt"]);
+    let out = b.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "echo $$; hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/mnt",
+    ]);
     let l: Vec<&str> = out.lines().collect();
     assert_ne!(l[0], "1", "a new process, not init");
     assert_eq!(l[1], "zvtest");
@@ -28,18 +34,38 @@ fn exec_joins_the_running_container() {
     assert_eq!(l[2], net.to_string_lossy());
     assert_eq!(l[3], mnt.to_string_lossy());
     // The exit code comes back.
-    assert_eq!(b.runc(&["exec", &id, "sh", "-c", "exit 3"]).status.code(), Some(3));
+    assert_eq!(
+        b.runc(&["exec", &id, "sh", "-c", "exit 3"]).status.code(),
+        Some(3)
+    );
     // --process file.json, --detach and --pid-file.
     let pj = b.dir.path().join("process.json");
     std::fs::write(
         &pj,
-        serde_json::to_vec(&json!({"args": ["sh", "-c", "echo from-process-json > /tmp/pj; sleep 30"],
-            "cwd": "/tmp", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}})).unwrap(),
+        serde_json::to_vec(
+            &json!({"args": ["sh", "-c", "echo from-process-json > /tmp/pj; sleep 30"],
+            "cwd": "/tmp", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}),
+        )
+        .unwrap(),
     )
     .unwrap();
-    b.ok(&["exec", "--process", pj.to_str().unwrap(), "--detach", "--pid-file", "exec.pid", &id]);
-    let epid: i64 = std::fs::read_to_string(b.dir.path().join("exec.pid")).unwrap().trim().parse().unwrap();
-    assert!(wait_for(|| b.ok(&["exec", &id, "cat", "/tmp/pj"]).contains("from-process-json")));
+    b.ok(&[
+        "exec",
+        "--process",
+        pj.to_str().unwrap(),
+        "--detach",
+        "--pid-file",
+        "exec.pid",
+        &id,
+    ]);
+    let epid: i64 = std::fs::read_to_string(b.dir.path().join("exec.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(wait_for(|| b
+        .ok(&["exec", &id, "cat", "/tmp/pj"])
+        .contains("from-process-json")));
     let ps: Vec<i64> = serde_json::from_str(&b.ok(&["ps", "-f", "json", &id])).unwrap();
     assert!(ps.contains(&init) && ps.contains(&epid), "{ps:?}");
     // Missing binaries fail clearly.
@@ -84,7 +110,11 @@ fn read_until(master: OwnedFd, needle: &str) -> String {
 #[test]
 fn terminal_through_the_console_socket() {
     require_root!();
-    let mut b = Bundle::new(&["sh", "-c", "tty; test -t 0 && test -t 1 && echo TTY-OK; sleep 30"]);
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "tty; test -t 0 && test -t 1 && echo TTY-OK; sleep 30",
+    ]);
     b.config["process"]["terminal"] = json!(true);
     let sock_dir = tempfile::tempdir().unwrap();
     let sock = sock_dir.path().join("console.sock");
@@ -104,7 +134,17 @@ fn terminal_through_the_console_socket() {
     let s2 = sock2.clone();
     let id2 = id.clone();
     let h = std::thread::spawn(move || recv_master(&l2));
-    let out = bb.runc(&["exec", "-t", "-d", "--console-socket", s2.to_str().unwrap(), &id2, "sh", "-c", "test -t 0 && echo EXEC-TTY; sleep 5"]);
+    let out = bb.runc(&[
+        "exec",
+        "-t",
+        "-d",
+        "--console-socket",
+        s2.to_str().unwrap(),
+        &id2,
+        "sh",
+        "-c",
+        "test -t 0 && echo EXEC-TTY; sleep 5",
+    ]);
     assert!(out.status.success());
     let m2 = h.join().unwrap();
     assert!(read_until(m2, "EXEC-TTY").contains("EXEC-TTY"));

@@ -15,9 +15,7 @@ fn hooks_run_in_order_with_the_state() {
         .as_array_mut()
         .unwrap()
         .push(json!({"destination": "/hooks", "type": "bind", "source": logdir.path(), "options": ["rbind"]}));
-    let host_hook = |name: &str| {
-        json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo \"{name} $(cat)\" >> {}", log.display())]})
-    };
+    let host_hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo \"{name} $(cat)\" >> {}", log.display())]});
     // startContainer runs inside the container (after pivot_root).
     let inner = json!({"path": "/bin/sh", "args": ["sh", "-c", "echo \"startContainer $(cat)\" >> /hooks/log"]});
     b.config["hooks"] = json!({
@@ -36,10 +34,21 @@ fn hooks_run_in_order_with_the_state() {
     b.ok(&["delete", &id]);
     let text = std::fs::read_to_string(&log).unwrap();
     let names: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
-    let hooks: Vec<&str> = names.iter().copied().filter(|n| *n != "user-process").collect();
+    let hooks: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| *n != "user-process")
+        .collect();
     assert_eq!(
         hooks,
-        ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"]
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
+        ]
     );
     let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
     assert!(pos("startContainer") < pos("user-process"), "{text}");

@@ -19,7 +19,7 @@ fn create_start_state_kill_delete() {
     assert!(pid > 0);
     let pf = std::fs::read_to_string(b.dir.path().join("pidfile")).unwrap();
     assert_eq!(pf.trim(), pid.to_string());
-    assert_eq!(cgroup_dirs(&id).len() >= 2, true, "cgroups created");
+    assert!(cgroup_dirs(&id).len() >= 2, "cgroups created");
     let list = b.ok(&["list", "--format", "json"]);
     assert!(list.contains(&id));
     // Deleting a running container needs --force; starting twice fails.
@@ -56,7 +56,11 @@ fn namespaces_are_observed_from_inside() {
                   ls /sys/class/net; cat /proc/self/cgroup | grep memory";
     let mut b = Bundle::new(&["sh", "-c", script]);
     b.config["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1", "kernel.shmmax": "65536"});
-    b.config["process"]["args"] = json!(["sh", "-c", format!("{script}; cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmax")]);
+    b.config["process"]["args"] = json!([
+        "sh",
+        "-c",
+        format!("{script}; cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmax")
+    ]);
     let id = id("ns");
     let out = b.ok(&["run", &id]);
     let mut lines = out.lines();
@@ -92,7 +96,10 @@ fn user_namespace_maps_root() {
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert!(uid_line.contains("100000"), "{uid_line}");
     let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
-    assert_eq!(map.split_whitespace().collect::<Vec<_>>(), ["0", "100000", "65536"]);
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"]
+    );
     b.ok(&["delete", "--force", &id]);
     assert_no_leaks(&b, &id);
 }
@@ -104,7 +111,11 @@ fn joins_an_existing_namespace_by_path() {
     let ida = id("joina");
     a.ok(&["run", "-d", &ida]);
     let pida = a.state(&ida)["pid"].as_i64().unwrap();
-    let mut b = Bundle::new(&["sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/uts"]);
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "readlink /proc/self/ns/net; readlink /proc/self/ns/uts",
+    ]);
     for n in b.config["linux"]["namespaces"].as_array_mut().unwrap() {
         if n["type"] == "network" {
             n["path"] = json!(format!("/proc/{pida}/ns/net"));
@@ -135,8 +146,13 @@ fn readonly_rootfs_masked_and_readonly_paths() {
     assert!(out.contains("tmp-ok"));
     assert!(out.contains("Read-only file system"));
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines.contains(&"0"), "masked kcore reads empty and /sys/firmware is empty: {out}");
-    for dev in ["null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm", "fd", "stdin"] {
+    assert!(
+        lines.contains(&"0"),
+        "masked kcore reads empty and /sys/firmware is empty: {out}"
+    );
+    for dev in [
+        "null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm", "fd", "stdin",
+    ] {
         assert!(lines.contains(&dev), "/dev/{dev} missing: {out}");
     }
     assert_no_leaks(&b, &id);
@@ -158,7 +174,8 @@ fn env_cwd_user_and_umask() {
     let mut b = Bundle::new(&["sh", "-c", "echo $FOO; pwd; id -u; id -g; id -G; umask"]);
     b.config["process"]["env"] = json!(["PATH=/bin", "FOO=bar"]);
     b.config["process"]["cwd"] = json!("/tmp");
-    b.config["process"]["user"] = json!({"uid": 1000, "gid": 1001, "additionalGids": [5, 6], "umask": 63});
+    b.config["process"]["user"] =
+        json!({"uid": 1000, "gid": 1001, "additionalGids": [5, 6], "umask": 63});
     let id = id("user");
     let out = b.ok(&["run", &id]);
     let l: Vec<&str> = out.lines().collect();
@@ -204,7 +221,11 @@ fn bad_configs_fail_before_anything_is_created() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--systemd-cgroup is not supported"));
 
     std::fs::write(b.dir.path().join("config.json"), "{not json").unwrap();
-    let out = b.cmd(&["create", &id]).stdout(Stdio::null()).output().unwrap();
+    let out = b
+        .cmd(&["create", &id])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("config.json"));
     assert_no_leaks(&b, &id);
 }
@@ -239,12 +260,21 @@ fn kill_9_mid_create_then_delete_force_cleans_up() {
     b.config["hooks"] = json!({"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "30"]}]});
     b.write();
     let id = id("k9");
-    let mut child = b.cmd(&["create", &id]).stdout(Stdio::null()).spawn().unwrap();
-    assert!(wait_for(|| cgroup_dirs(&id).len() >= 2 && procs_with(&id) >= 2));
+    let mut child = b
+        .cmd(&["create", &id])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(
+        || cgroup_dirs(&id).len() >= 2 && procs_with(&id) >= 2
+    ));
     std::thread::sleep(std::time::Duration::from_millis(100));
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!cgroup_dirs(&id).is_empty(), "the interrupted create left a cgroup behind");
+    assert!(
+        !cgroup_dirs(&id).is_empty(),
+        "the interrupted create left a cgroup behind"
+    );
     b.ok(&["delete", "--force", &id]);
     assert_no_leaks(&b, &id);
     assert!(wait_for(|| procs_with(&id) == 0), "processes left");
@@ -261,21 +291,37 @@ fn no_leaks_after_200_cycles() {
     for i in 0..200 {
         let id = format!("{base}-{i}");
         let o = b.quiet(&["create", &id]);
-        assert!(o.status.success(), "create {i}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "create {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let o = b.quiet(&["start", &id]);
-        assert!(o.status.success(), "start {i}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "start {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert!(wait_for(|| {
             let o = b.quiet(&["state", &id]);
             String::from_utf8_lossy(&o.stdout).contains("\"stopped\"")
         }));
         let o = b.quiet(&["delete", &id]);
-        assert!(o.status.success(), "delete {i}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "delete {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     for i in 0..200 {
         let id = format!("{base}-{i}");
         assert!(cgroup_dirs(&id).is_empty(), "cgroup of {id} left");
     }
-    assert_eq!(std::fs::read_dir(b.state_root.path()).unwrap().count(), 0, "state dirs left");
+    assert_eq!(
+        std::fs::read_dir(b.state_root.path()).unwrap().count(),
+        0,
+        "state dirs left"
+    );
     assert_eq!(mount_count(), mounts, "mounts left");
     assert_eq!(procs_with(&base), 0, "processes left");
 }

@@ -19,7 +19,11 @@ fn is_v1() -> bool {
 fn over_the_memory_limit_is_oom_killed() {
     require_root!();
     // Hold ~64 MiB in a shell variable under a 16 MiB limit.
-    let mut b = Bundle::new(&["sh", "-c", "a=$(head -c 67108864 /dev/zero | tr '\\0' x); echo survived"]);
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "a=$(head -c 67108864 /dev/zero | tr '\\0' x); echo survived",
+    ]);
     let mut mem = json!({"limit": 16777216});
     if std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() {
         mem["swap"] = json!(16777216);
@@ -57,20 +61,33 @@ fn cpu_and_cpuset_limits_are_written() {
         return;
     }
     let mut b = Bundle::new(&["sleep", "30"]);
-    b.config["linux"]["resources"]["cpu"] = json!({"shares": 256, "quota": 20000, "period": 100000, "cpus": "0"});
+    b.config["linux"]["resources"]["cpu"] =
+        json!({"shares": 256, "quota": 20000, "period": 100000, "cpus": "0"});
     b.config["linux"]["resources"]["memory"] = json!({"limit": 67108864});
     let id = id("cpu");
     b.ok(&["run", "-d", &id]);
     assert_eq!(v1_file("cpu", &id, "cpu.shares").as_deref(), Some("256"));
-    assert_eq!(v1_file("cpu", &id, "cpu.cfs_quota_us").as_deref(), Some("20000"));
+    assert_eq!(
+        v1_file("cpu", &id, "cpu.cfs_quota_us").as_deref(),
+        Some("20000")
+    );
     assert_eq!(v1_file("cpuset", &id, "cpuset.cpus").as_deref(), Some("0"));
-    assert_eq!(v1_file("memory", &id, "memory.limit_in_bytes").as_deref(), Some("67108864"));
+    assert_eq!(
+        v1_file("memory", &id, "memory.limit_in_bytes").as_deref(),
+        Some("67108864")
+    );
     let deny = v1_file("devices", &id, "devices.list").unwrap();
-    assert!(!deny.contains("a *:* rwm"), "device cgroup is not open: {deny}");
+    assert!(
+        !deny.contains("a *:* rwm"),
+        "device cgroup is not open: {deny}"
+    );
     assert!(deny.contains("c 1:3 rwm"), "{deny}");
     // update, pause/resume, ps
     b.ok(&["update", "--memory", "33554432", "--pids-limit", "9", &id]);
-    assert_eq!(v1_file("memory", &id, "memory.limit_in_bytes").as_deref(), Some("33554432"));
+    assert_eq!(
+        v1_file("memory", &id, "memory.limit_in_bytes").as_deref(),
+        Some("33554432")
+    );
     assert_eq!(v1_file("pids", &id, "pids.max").as_deref(), Some("9"));
     let res = b.dir.path().join("res.json");
     std::fs::write(&res, r#"{"cpu":{"shares":512}}"#).unwrap();
@@ -78,7 +95,10 @@ fn cpu_and_cpuset_limits_are_written() {
     assert_eq!(v1_file("cpu", &id, "cpu.shares").as_deref(), Some("512"));
     b.ok(&["pause", &id]);
     assert_eq!(b.state(&id)["status"], "paused");
-    assert_eq!(v1_file("freezer", &id, "freezer.state").as_deref(), Some("FROZEN"));
+    assert_eq!(
+        v1_file("freezer", &id, "freezer.state").as_deref(),
+        Some("FROZEN")
+    );
     b.ok(&["resume", &id]);
     assert_eq!(b.state(&id)["status"], "running");
     assert!(!b.runc(&["resume", &id]).status.success());
@@ -100,10 +120,13 @@ fn unavailable_controllers_are_clear_errors() {
         return;
     }
     let mut b = Bundle::new(&["true"]);
-    b.config["linux"]["resources"]["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": 1048576}]);
+    b.config["linux"]["resources"]["hugepageLimits"] =
+        json!([{"pageSize": "2MB", "limit": 1048576}]);
     let id = id("hugetlb");
     let out = b.runc(&["create", &id]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("hugetlb cgroup controller is not mounted"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("hugetlb cgroup controller is not mounted")
+    );
     assert_no_leaks(&b, &id);
 }

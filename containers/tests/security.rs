@@ -14,7 +14,10 @@ fn capabilities_are_really_dropped() {
     let id = id("caps");
     let out = b.ok(&["run", &id]);
     for set in ["CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"] {
-        assert!(out.contains(&format!("{set}:\t0000000000000001")), "{set}: {out}");
+        assert!(
+            out.contains(&format!("{set}:\t0000000000000001")),
+            "{set}: {out}"
+        );
     }
     assert!(out.contains("hostname-denied"), "{out}");
     assert!(out.contains("chown-ok"), "{out}");
@@ -45,7 +48,8 @@ fn rlimits_are_applied_and_host_limits_explained() {
         .map(|v| u64::from_str_radix(v.trim(), 16).unwrap() & (1 << 24) != 0)
         .unwrap();
     if !has_sys_resource {
-        b.config["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": u64::MAX, "soft": 1024}]);
+        b.config["process"]["rlimits"] =
+            json!([{"type": "RLIMIT_NOFILE", "hard": u64::MAX, "soft": 1024}]);
         let out = b.runc(&["create", &id]);
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("CAP_SYS_RESOURCE"));
@@ -56,7 +60,11 @@ fn rlimits_are_applied_and_host_limits_explained() {
 #[test]
 fn seccomp_denies_a_listed_syscall_with_its_errno() {
     require_root!();
-    let mut b = Bundle::new(&["sh", "-c", "exec 2>&1; mkdir /tmp/denied; echo still-alive; ls -d /tmp"]);
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "exec 2>&1; mkdir /tmp/denied; echo still-alive; ls -d /tmp",
+    ]);
     b.config["linux"]["seccomp"] = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64", "SCMP_ARCH_S390X"],
@@ -73,7 +81,11 @@ fn seccomp_denies_a_listed_syscall_with_its_errno() {
     assert!(out.contains("still-alive"));
     // Without no_new_privs the filter goes in while CAP_SYS_ADMIN is held.
     b.config["process"]["noNewPrivileges"] = json!(false);
-    b.config["process"]["args"] = json!(["sh", "-c", "exec 2>&1; touch /tmp/f; chmod 777 /tmp/f; echo rc=$?; chmod 700 /tmp/f; echo rc=$?"]);
+    b.config["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "exec 2>&1; touch /tmp/f; chmod 777 /tmp/f; echo rc=$?; chmod 700 /tmp/f; echo rc=$?"
+    ]);
     let out = b.ok(&["run", &id]);
     assert!(out.contains("rc=1") && out.contains("rc=0"), "{out}");
 }
