@@ -102,7 +102,10 @@ mod tests {
         assert_eq!(Arch::Aarch64.syscall("syscalls"), None);
         assert_eq!(Arch::S390x.syscall("newfstatat"), Some(293));
         for t in [tables::X86_64, tables::AARCH64, tables::S390X] {
-            assert!(t.windows(2).all(|w| w[0].0 < w[1].0), "sorted, no duplicates");
+            assert!(
+                t.windows(2).all(|w| w[0].0 < w[1].0),
+                "sorted, no duplicates"
+            );
         }
     }
 
