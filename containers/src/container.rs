@@ -60,6 +60,25 @@ fn id_map(m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>) -> String {
         .collect()
 }
 
+/// Host uid/gid of the container's root in a new user namespace.
+fn root_host_ids(linux: &oci_spec::runtime::Linux) -> Option<(u32, u32)> {
+    let find = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        m.iter()
+            .flatten()
+            .find(|m| m.container_id() == 0)
+            .map(|m| m.host_id())
+    };
+    let new_user = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
+    if !new_user {
+        return None;
+    }
+    Some((find(linux.uid_mappings())?, find(linux.gid_mappings())?))
+}
+
 /// The OCI state JSON given to hooks and printed by `state`.
 pub fn state_json(rec: &Record, status: Status, pid: Option<i32>) -> String {
     json!({
@@ -160,6 +179,15 @@ pub fn create(root: &Path, id: &str, o: &CreateOpts) -> Result<i32> {
         cg.apply(&device_rules(&spec)?)?;
         nix::unistd::mkfifo(&sd.fifo(), Mode::from_bits_truncate(0o600))
             .ctx(|| "creating the exec fifo")?;
+        if let Some((uid, gid)) = root_host_ids(linux) {
+            // The container's root must be able to open the fifo.
+            nix::unistd::chown(
+                &sd.fifo(),
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .ctx(|| "chown of the exec fifo")?;
+        }
         let fifo = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
@@ -295,7 +323,12 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         if n == 1 {
             break;
         }
-        if !state::alive(pid, rec.pid_start) || Instant::now() > deadline {
+        let gone = !state::alive(pid, rec.pid_start);
+        // SAFETY: as above; a last read in case it wrote, then exited.
+        if gone && unsafe { libc::read(fifo.as_raw_fd(), b.as_mut_ptr().cast(), 1) } == 1 {
+            break;
+        }
+        if gone || Instant::now() > deadline {
             return Err(Error::State(format!(
                 "container {id}'s init exited before it started"
             )));

@@ -100,6 +100,13 @@ fn container_setup(chan: &Chan, ctx: &InitCtx) -> Result<String> {
     }
     if ctx.mntns {
         rootfs::enter(&sys, &ropts)?;
+        // sysctls go in before /proc/sys turns read-only.
+        if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+            for (k, v) in sysctl {
+                let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+                std::fs::write(&path, v).ctx(|| format!("setting sysctl {k}={v}"))?;
+            }
+        }
         rootfs::finish(&sys, spec)?;
     } else {
         return Err(Error::Config("a mount namespace is required".into()));
@@ -115,12 +122,6 @@ fn container_setup(chan: &Chan, ctx: &InitCtx) -> Result<String> {
             if rc < 0 {
                 return Err(nix::Error::last()).ctx(|| format!("setdomainname {d}"));
             }
-        }
-    }
-    if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
-        for (k, v) in sysctl {
-            let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-            std::fs::write(&path, v).ctx(|| format!("setting sysctl {k}={v}"))?;
         }
     }
     common_setup(proc_, ctx.console.as_ref())?;

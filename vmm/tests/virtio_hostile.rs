@@ -326,3 +326,36 @@ fn garbage_register_traffic_does_not_panic() {
     assert_eq!(d.readl(regs::MAGIC_VALUE), zvisor_vmm::virtio::mmio::MAGIC);
     assert_recovers(&mut d, &mut g);
 }
+
+#[test]
+fn register_edge_cases() {
+    let dir = TempDir::new("hostile");
+    let mut g = Guest::new();
+    let d = g.attach(blk(&dir), 0);
+    // A queue index past the device's queues reads as absent.
+    d.writel(regs::QUEUE_SEL, 7);
+    assert_eq!(d.readl(regs::QUEUE_NUM_MAX), 0);
+    assert_eq!(d.readl(regs::QUEUE_READY), 0);
+    // No shared memory regions: length reads as all ones (~0ULL).
+    d.writel(regs::SHM_SEL, 0);
+    assert_eq!(d.readl(regs::SHM_LEN_LOW), u32::MAX);
+    assert_eq!(d.readl(regs::SHM_LEN_HIGH), u32::MAX);
+    // Feature words past the second read as 0.
+    d.writel(regs::DEVICE_FEATURES_SEL, 2);
+    assert_eq!(d.readl(regs::DEVICE_FEATURES), 0);
+    // Sub-word register accesses are refused (read 0, write ignored).
+    let mut b = [0xffu8; 2];
+    assert!(d.bus.read(d.base + regs::MAGIC_VALUE, &mut b));
+    assert_eq!(b, [0, 0]);
+    assert!(d.bus.write(d.base + regs::STATUS, &[1]));
+    assert_eq!(d.status(), 0);
+    // Config space past its end reads as zeros, at any width.
+    let mut c = [0xffu8; 8];
+    assert!(d.bus.read(d.base + 0x1f8, &mut c));
+    assert_eq!(c, [0; 8]);
+    // Writes to read-only registers change nothing.
+    d.writel(regs::MAGIC_VALUE, 0);
+    d.writel(regs::DEVICE_ID, 9);
+    assert_eq!(d.readl(regs::MAGIC_VALUE), zvisor_vmm::virtio::mmio::MAGIC);
+    assert_eq!(d.readl(regs::DEVICE_ID), types::BLOCK);
+}

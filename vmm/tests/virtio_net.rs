@@ -277,6 +277,16 @@ fn several_nics_and_random_mac() {
     let r = in_netns("zvtap1", |tap| {
         let tap2 = Tap::open("zvtap2").unwrap();
         assert_eq!(tap2.name(), "zvtap2");
+        // Taking an already open tap fd (as a management stack would pass it).
+        let dup = tap2.try_clone().unwrap();
+        let tap2 =
+            Tap::from_fd(std::os::fd::OwnedFd::from(dup.file().try_clone().unwrap())).unwrap();
+        assert_eq!(tap2.name(), "zvtap2");
+        drop(dup);
+        // Anything else is refused with a clear error.
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let e = Tap::from_fd(std::os::fd::OwnedFd::from(a)).unwrap_err();
+        assert!(e.to_string().contains("is not a tap"), "{e}");
         let mut g = Guest::new();
         let n1 = Net::new(tap, None).unwrap();
         let mac = n1.mac();

@@ -15,7 +15,7 @@ use vmm_sys_util::epoll::EventSet;
 
 use virtio_queue::QueueOwnedT;
 
-use super::queue::{add_used, pop_chain, read_segments, signal_used, write_segments};
+use super::queue::{add_used, pop_chain, read_segments, signal_used, write_segments, Chain};
 use super::worker::{EpollCtl, Handler, Worker, BACKEND_TOKEN_BASE};
 use super::{
     features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
@@ -29,8 +29,10 @@ pub const QUEUE_SIZE: u16 = 256;
 const RX: usize = 0;
 const TX: usize = 1;
 const INPUT_TOKEN: u64 = BACKEND_TOKEN_BASE;
+const OUTPUT_TOKEN: u64 = BACKEND_TOKEN_BASE + 1;
 
-/// The host end of a console.
+/// The host end of a console. Both fds are made non-blocking (that flag is
+/// shared with every dup of them: pass a reopened fd for a shared terminal).
 pub struct ConsoleBackend {
     /// Bytes for the guest (set non-blocking by the device); `None` for output only.
     pub input: Option<OwnedFd>,
@@ -58,6 +60,7 @@ impl Console {
         if let Some(fd) = &backend.input {
             set_nonblocking(fd)?;
         }
+        set_nonblocking(&backend.output)?;
         let output = File::from(backend.output);
         Ok(Self {
             emerg: output.try_clone()?,
@@ -138,6 +141,8 @@ impl VirtioDevice for Console {
             queues: qs,
             input_watched: false,
             input_eof: false,
+            output_watched: false,
+            tx_pending: None,
         };
         self.worker = Some(Worker::spawn("virtio-console", notify, interrupt, h)?);
         Ok(())
@@ -161,6 +166,9 @@ struct ConsoleHandler {
     queues: Vec<Queue>,
     input_watched: bool,
     input_eof: bool,
+    output_watched: bool,
+    /// A TX chain the output could not take completely yet.
+    tx_pending: Option<PendingTx>,
 }
 
 impl ConsoleHandler {
@@ -232,23 +240,28 @@ impl ConsoleHandler {
         Ok(())
     }
 
-    fn drain_tx(&mut self) -> Result<(), DeviceError> {
+    /// Writes guest output to the host. The output is non-blocking: when the
+    /// host stops reading, the current chain stays unfinished (the guest
+    /// sees backpressure) and the device waits for the output to drain.
+    fn drain_tx(&mut self, ctl: &EpollCtl<'_>) -> Result<(), DeviceError> {
         let mut any = false;
-        let mut buf = vec![0u8; 4096];
-        while let Some(chain) = pop_chain(&mut self.queues[TX], &self.mem)? {
-            let total = chain.readable_len();
-            let mut off = 0u64;
-            while off < total {
-                let n = read_segments(&self.mem, &chain.readable, off, &mut buf);
-                if n == 0 {
-                    break;
+        loop {
+            let mut p = match self.tx_pending.take() {
+                Some(p) => p,
+                None => match pop_chain(&mut self.queues[TX], &self.mem)? {
+                    Some(chain) => PendingTx { chain, off: 0 },
+                    None => break,
+                },
+            };
+            if !self.write_chain(&mut p) {
+                self.tx_pending = Some(p);
+                if !self.output_watched {
+                    ctl.add(self.io.output.as_raw_fd(), OUTPUT_TOKEN, EventSet::OUT)?;
+                    self.output_watched = true;
                 }
-                if let Err(e) = self.io.output.write_all(&buf[..n]) {
-                    tracing::debug!("virtio-console: output dropped: {e}");
-                }
-                off += n as u64;
+                break;
             }
-            add_used(&mut self.queues[TX], &self.mem, chain.head, 0)?;
+            add_used(&mut self.queues[TX], &self.mem, p.chain.head, 0)?;
             any = true;
         }
         if any {
@@ -261,6 +274,33 @@ impl ConsoleHandler {
         }
         Ok(())
     }
+
+    /// Writes the rest of `p`; `false` if the output would block.
+    fn write_chain(&mut self, p: &mut PendingTx) -> bool {
+        let total = p.chain.readable_len();
+        let mut buf = [0u8; 4096];
+        while p.off < total {
+            let n = read_segments(&self.mem, &p.chain.readable, p.off, &mut buf);
+            if n == 0 {
+                break;
+            }
+            match self.io.output.write(&buf[..n]) {
+                Ok(w) => p.off += w as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!("virtio-console: output dropped: {e}");
+                    p.off = total;
+                }
+            }
+        }
+        true
+    }
+}
+
+struct PendingTx {
+    chain: Chain,
+    off: u64,
 }
 
 impl Handler for ConsoleHandler {
@@ -270,15 +310,20 @@ impl Handler for ConsoleHandler {
     fn queue_notified(&mut self, ctl: &EpollCtl<'_>, q: usize) -> Result<(), DeviceError> {
         match q {
             RX => self.pump_rx(ctl),
-            _ => self.drain_tx(),
+            _ => self.drain_tx(ctl),
         }
     }
     fn backend_event(
         &mut self,
         ctl: &EpollCtl<'_>,
-        _: u64,
+        token: u64,
         _: EventSet,
     ) -> Result<(), DeviceError> {
+        if token == OUTPUT_TOKEN {
+            ctl.delete(self.io.output.as_raw_fd())?;
+            self.output_watched = false;
+            return self.drain_tx(ctl);
+        }
         self.pump_rx(ctl)
     }
 }

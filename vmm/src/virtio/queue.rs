@@ -318,4 +318,36 @@ mod tests {
         );
         assert_eq!(split_segments(&segs, 100), (segs.to_vec(), vec![]));
     }
+
+    #[test]
+    fn segment_copies_and_iovecs_respect_offsets() {
+        let mem = crate::memory::create(&[(GuestAddress(0), 0x10000)]).unwrap();
+        let segs = [
+            Segment {
+                addr: GuestAddress(0x1000),
+                len: 4,
+            },
+            Segment {
+                addr: GuestAddress(0x2000),
+                len: 0,
+            },
+            Segment {
+                addr: GuestAddress(0x3000),
+                len: 6,
+            },
+        ];
+        assert_eq!(write_segments(&mem, &segs, 2, b"abcdefgh"), 8);
+        let mut out = [0u8; 10];
+        assert_eq!(read_segments(&mem, &segs, 0, &mut out), 10);
+        assert_eq!(&out[2..], b"abcdefgh");
+        // Past the end: short, never out of the segments.
+        assert_eq!(write_segments(&mem, &segs, 8, b"xyz"), 2);
+        assert_eq!(read_segments(&mem, &segs, 11, &mut out), 0);
+        let mut iov = Vec::new();
+        iovecs_range(&mem, &segs, 3, 4, &mut iov).unwrap();
+        assert_eq!(
+            iov.iter().map(|v| v.iov_len).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+    }
 }
