@@ -257,6 +257,27 @@ static void map_mmio(u64 addr)
 }
 
 /* ACPI S5 through the FADT's sleep control register (SLP_TYP 5, SLP_EN). */
+/* Is there a PIT at 0x40-0x43, and does channel 0 count? Without one the
+ * reads see the VMM's all-ones for unclaimed ports and never change. */
+static void pit_check(void)
+{
+	outb(0x43, 0x34); /* channel 0, lobyte/hibyte, mode 2 */
+	outb(0x40, 0xff);
+	outb(0x40, 0xff);
+	u16 first = 0;
+	int counting = 0;
+	for (int i = 0; i < 100 && !counting; i++) {
+		outb(0x43, 0x00); /* latch channel 0 */
+		u16 c = inb(0x40);
+		c |= (u16)inb(0x40) << 8;
+		if (i == 0)
+			first = c;
+		else if (c != first && c != 0xffff)
+			counting = 1;
+	}
+	puts(counting ? "TINY pit counting\n" : "TINY pit stopped\n");
+}
+
 static void acpi_poweroff(void)
 {
 	u8 v = (5 << 2) | (1 << 5);
@@ -333,6 +354,7 @@ void cmain(int mode, u64 p)
 	acpi(rsdp);
 	if (madt_lapics > 1)
 		start_aps();
+	pit_check();
 	puts("TINY ready\n");
 
 	const char *a = cmdline ? cmdline_value(cmdline, "tiny.action=") : 0;

@@ -69,6 +69,8 @@ fn check_boot(r: &Run, boot: &str, cmdline: &str, memory: u64, cpus: u32) {
     if cpus > 1 {
         assert_eq!(r.value("smp up="), Some(cpus.to_string()), "{r:?}");
     }
+    // KVM's in-kernel PIT is there and counting.
+    assert_eq!(r.value("pit ").as_deref(), Some("counting"), "{r:?}");
     assert!(r.tiny_lines().contains(&"ready"));
     assert!(r.tiny_lines().contains(&"action=poweroff"));
 }
