@@ -28,6 +28,7 @@ pub(super) fn load(
     info: &KernelInfo,
     kfile: &mut File,
     initrd: Option<(PathBuf, File, u64)>,
+    virtio: Vec<acpi::VirtioMmioDevice>,
 ) -> Result<Entry, Error> {
     let himem = Some(GuestAddress(layout::HIMEM_START));
     let lerr = |e| Error::LoadKernel(config.kernel.clone(), e);
@@ -93,7 +94,7 @@ pub(super) fn load(
     // ACPI.
     let tables = acpi::build(&acpi::AcpiConfig {
         cpus: config.cpus,
-        virtio: Vec::new(),
+        virtio,
     })?;
     for (addr, b) in &tables {
         write(mem, "ACPI tables", *addr, b)?;
