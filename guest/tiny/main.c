@@ -25,13 +25,19 @@ static inline u8 inb(u16 port)
 	return v;
 }
 
-static void putc(char c) { outb(0x3f8, (u8)c); }
-static void puts(const char *s)
+void putc(char c);
+void puts(const char *s);
+void puthex(u64 v);
+void putdec(u64 v);
+void virtio_blk_test(u64 dsdt, const char *wr);
+
+void putc(char c) { outb(0x3f8, (u8)c); }
+void puts(const char *s)
 {
 	while (*s)
 		putc(*s++);
 }
-static void puthex(u64 v)
+void puthex(u64 v)
 {
 	char b[19];
 	int i = 18;
@@ -44,7 +50,7 @@ static void puthex(u64 v)
 	b[--i] = '0';
 	puts(&b[i]);
 }
-static void putdec(u64 v)
+void putdec(u64 v)
 {
 	char b[21];
 	int i = 20;
@@ -135,6 +141,17 @@ static u8 sleep_ctl_space; /* its GAS address space: 0 memory, 1 I/O */
 static int vmm_page_tables; /* 1: the VMM's 4 GiB identity map is live */
 extern u64 pd3[512];      /* our own page directory for 3..4 GiB (PVH) */
 static u32 madt_lapics;
+static u64 dsdt_addr;
+
+/* Makes the 2 MiB page holding `addr` (3..4 GiB) reachable under PVH, where
+ * our own page tables map only the IOAPIC and LAPIC there. */
+void map_mmio(u64 addr)
+{
+	if (vmm_page_tables || addr < 0xc0000000 || addr >= (1ULL << 32))
+		return;
+	pd3[(addr - 0xc0000000) >> 21] = (addr & ~0x1fffffULL) | 0x83;
+	__asm__ volatile("mov %%cr3, %%rax; mov %%rax, %%cr3" : : : "rax", "memory");
+}
 
 static void table_line(u64 t)
 {
@@ -156,6 +173,7 @@ static void table_line(u64 t)
 		u64 dsdt = R64(t + 140);
 		if (!dsdt)
 			dsdt = R32(t + 40);
+		dsdt_addr = dsdt;
 		if (dsdt)
 			table_line(dsdt);
 	}
@@ -230,10 +248,7 @@ static void acpi_poweroff(void)
 	if (sleep_ctl_space == 1) {
 		outb((u16)sleep_ctl, v);
 	} else if (sleep_ctl_space == 0 && sleep_ctl < (1ULL << 32)) {
-		if (!vmm_page_tables && sleep_ctl >= 0xc0000000) {
-			pd3[(sleep_ctl - 0xc0000000) >> 21] = (sleep_ctl & ~0x1fffffULL) | 0x83;
-			__asm__ volatile("mov %%cr3, %%rax; mov %%rax, %%cr3" : : : "rax", "memory");
-		}
+		map_mmio(sleep_ctl);
 		R8(sleep_ctl) = v;
 	}
 }
@@ -301,6 +316,8 @@ void cmain(int mode, u64 p)
 	acpi(rsdp);
 	if (madt_lapics > 1)
 		start_aps();
+	if (cmdline && cmdline_value(cmdline, "tiny.blk"))
+		virtio_blk_test(dsdt_addr, cmdline_value(cmdline, "tiny.blk.write="));
 	puts("TINY ready\n");
 
 	const char *a = cmdline ? cmdline_value(cmdline, "tiny.action=") : 0;

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Result};
 use zvisor_vmm::virtio::block::Block;
 use zvisor_vmm::virtio::config::{
     parse_console, parse_disk, parse_net, parse_vsock, ConsoleKind, NetOptions, TapSpec,
@@ -86,7 +86,7 @@ pub fn open(args: &DeviceArgs) -> Result<Devices> {
 
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     for d in &disks {
-        devices.push(Box::new(Block::new(d).context("--disk")?));
+        devices.push(Box::new(Block::new(d).map_err(|e| anyhow!("--disk: {e}"))?));
     }
     for n in &nets {
         devices.push(Box::new(open_net(n)?));
@@ -99,7 +99,7 @@ pub fn open(args: &DeviceArgs) -> Result<Devices> {
     }
     let mut socket = SocketGuard::default();
     if let Some(VsockOptions { cid, socket: path }) = &vsock {
-        let dev = Vsock::new(*cid, path).context("--vsock")?;
+        let dev = Vsock::new(*cid, path).map_err(|e| anyhow!("--vsock: {e}"))?;
         socket.0 = Some(path.clone());
         devices.push(Box::new(dev));
     }
@@ -112,7 +112,7 @@ pub fn open(args: &DeviceArgs) -> Result<Devices> {
 
 fn open_net(n: &NetOptions) -> Result<Net> {
     let tap = match &n.tap {
-        TapSpec::Name(name) => Tap::open(name).context("--net")?,
+        TapSpec::Name(name) => Tap::open(name).map_err(|e| anyhow!("--net: {e}"))?,
         TapSpec::Fd(fd) => {
             // Take a duplicate: the caller keeps its own descriptor.
             // SAFETY: fcntl(F_DUPFD_CLOEXEC) on any integer is safe; it fails
@@ -123,10 +123,10 @@ fn open_net(n: &NetOptions) -> Result<Net> {
             }
             // SAFETY: `dup` is a fresh descriptor that nothing else owns.
             let owned = unsafe { OwnedFd::from_raw_fd(dup) };
-            Tap::from_fd(owned).context("--net")?
+            Tap::from_fd(owned).map_err(|e| anyhow!("--net: {e}"))?
         }
     };
-    Net::new(tap, n.mac).context("--net")
+    Net::new(tap, n.mac).map_err(|e| anyhow!("--net: {e}"))
 }
 
 /// Reopens fd `n` through /proc so that making it non-blocking does not
@@ -180,5 +180,5 @@ fn stdio_console() -> Result<Console> {
     let input = reopen(0, false)?;
     let input = pollable(&input).then_some(input);
     let output = reopen(1, true)?;
-    Console::new(ConsoleBackend { input, output }).context("--console virtio")
+    Console::new(ConsoleBackend { input, output }).map_err(|e| anyhow!("--console virtio: {e}"))
 }
