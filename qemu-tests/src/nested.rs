@@ -246,6 +246,7 @@ pub fn run_nested(
         timeout: plan.l1_timeout(),
         log: Some(log.clone()),
         echo: plan.echo,
+        extra: Vec::new(),
     };
     let run = spec.run()?;
     let transcript = Transcript::parse(&run.output);

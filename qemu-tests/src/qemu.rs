@@ -33,6 +33,8 @@ pub struct QemuSpec {
     pub log: Option<PathBuf>,
     /// Also copy the console to stderr as it arrives.
     pub echo: bool,
+    /// Extra QEMU arguments (drives for L1, ...), appended last.
+    pub extra: Vec<String>,
 }
 
 /// What a run produced.
@@ -68,6 +70,7 @@ impl QemuSpec {
             "-append".into(),
             format!("console={} {}", self.arch.console(), self.append),
         ]);
+        a.extend(self.extra.iter().cloned());
         a
     }
 
@@ -159,6 +162,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             log: None,
             echo: false,
+            extra: Vec::new(),
         };
         let a = s.args().join(" ");
         for want in [

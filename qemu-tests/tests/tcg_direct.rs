@@ -53,6 +53,7 @@ fn boot_direct(arch: GuestArch, cpus: u32, memory_mib: u64, nested: bool) {
         timeout: Duration::from_secs(180),
         log: Some(dir.join("console.log")),
         echo: false,
+        extra: Vec::new(),
     };
     let run = spec.run().expect("qemu");
     let t = Transcript::parse(&run.output);
