@@ -25,4 +25,7 @@ a=$(dd if=/dev/hwrng bs=32 count=1 2>/dev/null | sha256sum)
 b=$(dd if=/dev/hwrng bs=32 count=1 2>/dev/null | sha256sum)
 [ "$a" != "$b" ] && echo L2-RNG-DIFFERS
 echo 3 > /proc/sys/vm/drop_caches
-echo "L2-DD-READ $(dd if=/dev/vda of=/dev/null bs=1M 2>&1 | tail -n 1)"
+t0=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+dd if=/dev/vda of=/dev/null bs=1M 2>/dev/null
+t1=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+echo "L2-DD-READ bytes=$(cat /sys/block/vda/size)x512 centiseconds=$((t1 - t0))"

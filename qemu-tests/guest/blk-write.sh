@@ -13,6 +13,11 @@ while [ $i -le 4 ]; do
 done
 mkdir /mnt/dir
 echo "written inside L2" > /mnt/dir/note
+t0=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+dd if=/dev/zero of=/mnt/big bs=1M count=32 conv=fsync 2>/dev/null
+t1=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+echo "L2-DD-WRITE bytes=33554432 centiseconds=$((t1 - t0))"
+rm /mnt/big
 cd /mnt
 sha256sum file1 file2 file3 file4 dir/note > SUMS
 cat SUMS

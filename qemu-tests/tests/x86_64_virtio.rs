@@ -119,6 +119,7 @@ fn x86_64_virtio_devices_with_linux_drivers() {
         ("write.conf", "blk-write.sh"),
         ("verify.conf", "blk-verify.sh"),
         ("hvc.conf", "hvc.sh"),
+        ("net.conf", "net-l2.sh"),
     ] {
         texts.push((
             format!("/etc/zvisor/{conf}"),
@@ -137,7 +138,13 @@ fn x86_64_virtio_devices_with_linux_drivers() {
                 dst: "/bin/busybox".into(),
             }],
             texts,
-            modules: want(&["virtio_mmio", "virtio_blk", "virtio-rng", "virtio_console"]),
+            modules: want(&[
+                "virtio_mmio",
+                "virtio_blk",
+                "virtio-rng",
+                "virtio_console",
+                "virtio_net",
+            ]),
         },
         &l2_initrd,
     )
@@ -163,6 +170,17 @@ fn x86_64_virtio_devices_with_linux_drivers() {
         "hvc.conf",
         "hvc0",
     ));
+    conf.push_str(&format!(
+        "exec net {} 0 /bin/busybox sh /etc/zvisor/net-l1.sh\n",
+        L2_TIMEOUT
+    ));
+    let mut l1_texts = vec![("/etc/zvisor/init.conf".to_string(), conf.into_bytes())];
+    for script in ["net-l1.sh", "net-l1-ns.sh"] {
+        l1_texts.push((
+            format!("/etc/zvisor/{script}"),
+            std::fs::read(guest.join(script)).unwrap(),
+        ));
+    }
     let l1_initrd = dir.join("l1.cpio");
     write_image_file(
         &ImageSpec {
@@ -180,9 +198,13 @@ fn x86_64_virtio_devices_with_linux_drivers() {
                     src: l2_initrd,
                     dst: "/boot/l2-initrd".into(),
                 },
+                FileSpec {
+                    src: BUSYBOX.into(),
+                    dst: "/bin/busybox".into(),
+                },
             ],
-            texts: vec![("/etc/zvisor/init.conf".into(), conf.into_bytes())],
-            modules: want(&["kvm-amd", "virtio_pci", "virtio_blk"]),
+            texts: l1_texts,
+            modules: want(&["kvm-amd", "virtio_pci", "virtio_blk", "tun"]),
         },
         &l1_initrd,
     )
@@ -197,7 +219,7 @@ fn x86_64_virtio_devices_with_linux_drivers() {
         append: "panic=-1 quiet".into(),
         cpus: 2,
         memory_mib: 2048,
-        timeout: Duration::from_secs(90 + 3 * (L2_TIMEOUT + 10)),
+        timeout: Duration::from_secs(90 + 4 * (L2_TIMEOUT + 10)),
         log: Some(log.clone()),
         echo: std::env::var_os("ZVISOR_RUNG2_ECHO").is_some(),
         extra: vec![
@@ -233,7 +255,7 @@ fn x86_64_virtio_devices_with_linux_drivers() {
         has("ZVISOR-RESULT tag=L1 check=report") && has("kvm=yes"),
         "L1 has no /dev/kvm",
     );
-    for name in ["blk-write", "blk-verify", "console"] {
+    for name in ["blk-write", "blk-verify", "console", "net"] {
         need(
             has(&format!("ZVISOR-RESULT tag=L1 exec={name} final=ok")),
             &format!("{name}: zvisor run failed"),
@@ -280,8 +302,33 @@ fn x86_64_virtio_devices_with_linux_drivers() {
         !has("[console] ZVISOR-INIT-READY"),
         "console: ttyS0 output leaked although --console virtio",
     );
-    if let Some(l) = out.lines().find(|l| l.contains("L2-DD-READ")) {
-        eprintln!("  dd read in L2: {}", l.trim_end());
+    // virtio-net: TCP both ways, the same bytes on both ends.
+    let value = |key: &str| {
+        out.lines()
+            .find_map(|l| l.split_once(key).map(|(_, v)| v.trim().to_string()))
+    };
+    let l1_sent = value("L1-TO-L2 ");
+    let l2_got = value("L2-GOT ");
+    let l2_sent = value("L2-SENT ");
+    let l1_got = value("L1-FROM-L2 ");
+    need(
+        l1_sent.as_deref().is_some_and(|v| v.ends_with(" 300000")) && l1_sent == l2_got,
+        &format!("net L1->L2: sent {l1_sent:?}, L2 got {l2_got:?}"),
+    );
+    need(
+        l2_sent.as_deref().is_some_and(|v| v.ends_with(" 200000")) && l2_sent == l1_got,
+        &format!("net L2->L1: sent {l2_sent:?}, L1 got {l1_got:?}"),
+    );
+    need(
+        has("L2-MAC=52:54:00:00:00:02"),
+        "net: L2's eth0 MAC is not --net mac=",
+    );
+    need(
+        has("[net] L1-ZVISOR-EXIT=0"),
+        "net: zvisor run in L1 did not exit 0",
+    );
+    for l in out.lines().filter(|l| l.contains("L2-DD-")) {
+        eprintln!("  dd in L2: {}", l.trim_end());
     }
 
     // Host side: the filesystem is clean and holds what the guest wrote.
