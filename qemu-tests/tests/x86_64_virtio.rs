@@ -120,6 +120,7 @@ fn x86_64_virtio_devices_with_linux_drivers() {
         ("verify.conf", "blk-verify.sh"),
         ("hvc.conf", "hvc.sh"),
         ("net.conf", "net-l2.sh"),
+        ("vsock.conf", "vsock-l2.sh"),
     ] {
         texts.push((
             format!("/etc/zvisor/{conf}"),
@@ -144,6 +145,7 @@ fn x86_64_virtio_devices_with_linux_drivers() {
                 "virtio-rng",
                 "virtio_console",
                 "virtio_net",
+                "vmw_vsock_virtio_transport",
             ]),
         },
         &l2_initrd,
@@ -174,8 +176,12 @@ fn x86_64_virtio_devices_with_linux_drivers() {
         "exec net {} 0 /bin/busybox sh /etc/zvisor/net-l1.sh\n",
         L2_TIMEOUT
     ));
+    conf.push_str(&format!(
+        "exec vsock {} 0 /bin/busybox sh /etc/zvisor/vsock-l1.sh\n",
+        L2_TIMEOUT
+    ));
     let mut l1_texts = vec![("/etc/zvisor/init.conf".to_string(), conf.into_bytes())];
-    for script in ["net-l1.sh", "net-l1-ns.sh"] {
+    for script in ["net-l1.sh", "net-l1-ns.sh", "vsock-l1.sh"] {
         l1_texts.push((
             format!("/etc/zvisor/{script}"),
             std::fs::read(guest.join(script)).unwrap(),
@@ -219,7 +225,7 @@ fn x86_64_virtio_devices_with_linux_drivers() {
         append: "panic=-1 quiet".into(),
         cpus: 2,
         memory_mib: 2048,
-        timeout: Duration::from_secs(90 + 4 * (L2_TIMEOUT + 10)),
+        timeout: Duration::from_secs(90 + 5 * (L2_TIMEOUT + 10)),
         log: Some(log.clone()),
         echo: std::env::var_os("ZVISOR_RUNG2_ECHO").is_some(),
         extra: vec![
@@ -255,7 +261,7 @@ fn x86_64_virtio_devices_with_linux_drivers() {
         has("ZVISOR-RESULT tag=L1 check=report") && has("kvm=yes"),
         "L1 has no /dev/kvm",
     );
-    for name in ["blk-write", "blk-verify", "console", "net"] {
+    for name in ["blk-write", "blk-verify", "console", "net", "vsock"] {
         need(
             has(&format!("ZVISOR-RESULT tag=L1 exec={name} final=ok")),
             &format!("{name}: zvisor run failed"),
@@ -327,6 +333,28 @@ fn x86_64_virtio_devices_with_linux_drivers() {
         has("[net] L1-ZVISOR-EXIT=0"),
         "net: zvisor run in L1 did not exit 0",
     );
+    // virtio-vsock: four concurrent echo connections each way.
+    need(
+        has("[vsock] L1-H2G VSOCK-ECHO-OK conns=4 bytes=100000"),
+        "vsock host->guest echo",
+    );
+    need(
+        has("L2-H2G VSOCK-SERVED conns=4 bytes=400000"),
+        "vsock: L2 did not serve the host's connections",
+    );
+    need(
+        has("L2-G2H VSOCK-ECHO-OK conns=4 bytes=100000"),
+        "vsock guest->host echo",
+    );
+    need(
+        has("[vsock] L1-G2H VSOCK-SERVED conns=4 bytes=400000"),
+        "vsock: L1 did not serve the guest's connections",
+    );
+    need(
+        has("[vsock] L1-VSOCK-ZVISOR-EXIT=0"),
+        "vsock: zvisor run did not exit 0",
+    );
+    need(!has("L1-VSOCK-SOCKET-LEFT"), "vsock: socket left behind");
     for l in out.lines().filter(|l| l.contains("L2-DD-")) {
         eprintln!("  dd in L2: {}", l.trim_end());
     }
