@@ -2,6 +2,7 @@
 # Fetch, unpack and verify zvisor's guest kernels from Debian's archive.
 #
 #   ci/assets.sh [--refresh] [ARCH...]       ARCH: x86_64 aarch64 s390x (default: all)
+#   ci/assets.sh --extract-vmlinux BZIMAGE OUT   only extract an ELF vmlinux
 #
 # For each architecture this uses a private apt state (its own sources.list,
 # lists and cache under .zvisor-assets/apt/<arch>/, never the system's dpkg
@@ -61,7 +62,7 @@ need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found (install: $2)"; 
 le_uint() {
     local file=$1 off=$2 n=$3 v=0 i b
     local -a bytes
-    read -r -a bytes < <(od -An -v -t u1 -j "$off" -N "$n" "$file" | tr -s ' \n' ' ')
+    read -r -a bytes < <(od -An -v -t u1 -j "$off" -N "$n" "$file" 2>/dev/null | tr -s ' \n' ' ')
     [ "${#bytes[@]}" -eq "$n" ] || die "$file: short read at offset $off"
     for ((i = n - 1; i >= 0; i--)); do
         b=${bytes[$i]}
@@ -70,7 +71,7 @@ le_uint() {
     echo "$v"
 }
 
-hex_at() { od -An -v -t x1 -j "$2" -N "$3" "$1" | tr -d ' \n'; }
+hex_at() { od -An -v -t x1 -j "$2" -N "$3" "$1" 2>/dev/null | tr -d ' \n'; }
 
 # Extracts the ELF vmlinux from an x86 bzImage: the boot protocol header
 # (>= 2.08) gives payload_offset/payload_length; the compression is detected
@@ -199,6 +200,13 @@ ENV
 
 main() {
     local -a arches=()
+    if [ "${1:-}" = --extract-vmlinux ]; then
+        [ "$#" -eq 3 ] || die "usage: $0 --extract-vmlinux BZIMAGE OUT"
+        need readelf binutils; need lz4 lz4; need xz xz-utils; need zstd zstd
+        [ -f "$2" ] || die "$2: no such file"
+        extract_vmlinux "$2" "$3"
+        return 0
+    fi
     for a in "$@"; do
         case "$a" in
             --refresh) REFRESH=1 ;;

@@ -137,7 +137,10 @@ pub fn validate(spec: &Spec, bundle: &Path, host: &Host) -> Result<()> {
     let mut seen = HashSet::new();
     for ns in linux.namespaces().iter().flatten() {
         if !seen.insert(ns.typ()) {
-            return Err(Error::Config(format!("namespace {:?} listed twice", ns.typ())));
+            return Err(Error::Config(format!(
+                "namespace {:?} listed twice",
+                ns.typ()
+            )));
         }
         if let Some(path) = ns.path() {
             if !path.exists() {
@@ -157,7 +160,9 @@ pub fn validate(spec: &Spec, bundle: &Path, host: &Host) -> Result<()> {
         .flatten()
         .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
     if maps && !has(LinuxNamespaceType::User) {
-        return Err(Error::Config("uid/gid mappings need a user namespace".into()));
+        return Err(Error::Config(
+            "uid/gid mappings need a user namespace".into(),
+        ));
     }
     if new_user && !maps {
         return Err(Error::Config(
@@ -172,9 +177,17 @@ pub fn validate(spec: &Spec, bundle: &Path, host: &Host) -> Result<()> {
     }
     for (k, _) in linux.sysctl().iter().flatten() {
         let ipc = k.starts_with("fs.mqueue.")
-            || ["kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
-                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"]
-                .contains(&k.as_str());
+            || [
+                "kernel.msgmax",
+                "kernel.msgmnb",
+                "kernel.msgmni",
+                "kernel.sem",
+                "kernel.shmall",
+                "kernel.shmmax",
+                "kernel.shmmni",
+                "kernel.shm_rmid_forced",
+            ]
+            .contains(&k.as_str());
         let ok = if ipc {
             has(LinuxNamespaceType::Ipc)
         } else if k.starts_with("net.") {
@@ -250,7 +263,9 @@ pub fn validate_process(proc_: &oci_spec::runtime::Process, host: &Host) -> Resu
                 "apparmorProfile {prof:?}: AppArmor is not enabled on this host"
             )));
         }
-        return Err(Error::Unsupported("apparmorProfile (not implemented yet)".into()));
+        return Err(Error::Unsupported(
+            "apparmorProfile (not implemented yet)".into(),
+        ));
     }
     if let Some(l) = proc_.selinux_label().as_ref().filter(|s| !s.is_empty()) {
         if !host.selinux {
@@ -258,7 +273,9 @@ pub fn validate_process(proc_: &oci_spec::runtime::Process, host: &Host) -> Resu
                 "selinuxLabel {l:?}: SELinux is not enabled on this host"
             )));
         }
-        return Err(Error::Unsupported("selinuxLabel (not implemented yet)".into()));
+        return Err(Error::Unsupported(
+            "selinuxLabel (not implemented yet)".into(),
+        ));
     }
     if let Some(c) = proc_.capabilities() {
         caps::CapSets::from_oci(c)?;

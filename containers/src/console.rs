@@ -19,8 +19,12 @@ pub fn setup(socket: &OwnedFd) -> Result<()> {
     grantpt(&master).ctx(|| "grantpt")?;
     unlockpt(&master).ctx(|| "unlockpt")?;
     let name = ptsname_r(&master).ctx(|| "ptsname")?;
-    let slave = open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY, Mode::empty())
-        .ctx(|| format!("opening {name}"))?;
+    let slave = open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY,
+        Mode::empty(),
+    )
+    .ctx(|| format!("opening {name}"))?;
     // SAFETY: `open` just returned this fd and nothing else owns it.
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
     let fds = [master.as_raw_fd()];

@@ -60,6 +60,25 @@ fn id_map(m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>) -> String {
         .collect()
 }
 
+/// Host uid/gid of the container's root in a new user namespace.
+fn root_host_ids(linux: &oci_spec::runtime::Linux) -> Option<(u32, u32)> {
+    let find = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        m.iter()
+            .flatten()
+            .find(|m| m.container_id() == 0)
+            .map(|m| m.host_id())
+    };
+    let new_user = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
+    if !new_user {
+        return None;
+    }
+    Some((find(linux.uid_mappings())?, find(linux.gid_mappings())?))
+}
+
 /// The OCI state JSON given to hooks and printed by `state`.
 pub fn state_json(rec: &Record, status: Status, pid: Option<i32>) -> String {
     json!({
@@ -86,11 +105,25 @@ fn device_rules(spec: &Spec) -> Result<LinuxResources> {
     for r in res.devices().iter().flatten() {
         rules.push(serde_json::to_value(r).map_err(|e| Error::Config(e.to_string()))?);
     }
-    for (maj, min) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)] {
-        rules.push(json!({"allow": true, "type": "c", "major": maj, "minor": min, "access": "rwm"}));
+    for (maj, min) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+    ] {
+        rules
+            .push(json!({"allow": true, "type": "c", "major": maj, "minor": min, "access": "rwm"}));
     }
     rules.push(json!({"allow": true, "type": "c", "major": 136, "access": "rwm"}));
-    for d in linux.and_then(|l| l.devices().as_ref()).into_iter().flatten() {
+    for d in linux
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+    {
         let t = serde_json::to_value(d.typ()).map_err(|e| Error::Config(e.to_string()))?;
         rules.push(json!({"allow": true, "type": t, "major": d.major(), "minor": d.minor(), "access": "rwm"}));
     }
@@ -103,8 +136,7 @@ fn device_rules(spec: &Spec) -> Result<LinuxResources> {
 
 /// Creates a container; returns the init's pid.
 pub fn create(root: &Path, id: &str, o: &CreateOpts) -> Result<i32> {
-    let bundle = std::fs::canonicalize(&o.bundle)
-        .ctx(|| format!("bundle {}", p(&o.bundle)))?;
+    let bundle = std::fs::canonicalize(&o.bundle).ctx(|| format!("bundle {}", p(&o.bundle)))?;
     let spec = config::load(&bundle)?;
     config::validate(&spec, &bundle, &config::Host::current())?;
     let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
@@ -114,7 +146,10 @@ pub fn create(root: &Path, id: &str, o: &CreateOpts) -> Result<i32> {
         ));
     }
     let rootfs = config::rootfs(&spec, &bundle)?;
-    let linux = spec.linux().as_ref().ok_or_else(|| Error::Config("no linux".into()))?;
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| Error::Config("no linux".into()))?;
     let rel = rel_path(linux.cgroups_path().as_deref(), id)?;
     let layout = Layout::detect()?;
     let sd = StateDir::create(root, id)?;
@@ -144,6 +179,15 @@ pub fn create(root: &Path, id: &str, o: &CreateOpts) -> Result<i32> {
         cg.apply(&device_rules(&spec)?)?;
         nix::unistd::mkfifo(&sd.fifo(), Mode::from_bits_truncate(0o600))
             .ctx(|| "creating the exec fifo")?;
+        if let Some((uid, gid)) = root_host_ids(linux) {
+            // The container's root must be able to open the fifo.
+            nix::unistd::chown(
+                &sd.fifo(),
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .ctx(|| "chown of the exec fifo")?;
+        }
         let fifo = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
@@ -279,7 +323,12 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         if n == 1 {
             break;
         }
-        if !state::alive(pid, rec.pid_start) || Instant::now() > deadline {
+        let gone = !state::alive(pid, rec.pid_start);
+        // SAFETY: as above; a last read in case it wrote, then exited.
+        if gone && unsafe { libc::read(fifo.as_raw_fd(), b.as_mut_ptr().cast(), 1) } == 1 {
+            break;
+        }
+        if gone || Instant::now() > deadline {
             return Err(Error::State(format!(
                 "container {id}'s init exited before it started"
             )));
@@ -323,7 +372,9 @@ pub fn kill_container(root: &Path, id: &str, sig: Signal, all: bool) -> Result<(
         }
         return Ok(());
     }
-    let pid = rec.pid.ok_or_else(|| Error::State(format!("container {id} has no process")))?;
+    let pid = rec
+        .pid
+        .ok_or_else(|| Error::State(format!("container {id} has no process")))?;
     kill(Pid::from_raw(pid), sig).ctx(|| format!("sending {sig} to {pid}"))
 }
 
@@ -398,7 +449,11 @@ pub fn pause(root: &Path, id: &str, frozen: bool) -> Result<()> {
         }
     }
     cg.set_frozen(frozen)?;
-    rec.status = if frozen { Status::Paused } else { Status::Running };
+    rec.status = if frozen {
+        Status::Paused
+    } else {
+        Status::Running
+    };
     sd.save(&rec)
 }
 
@@ -438,7 +493,9 @@ pub fn exec(root: &Path, id: &str, proc_: &Process, o: &ExecOpts) -> Result<i32>
         let (rec, cg) = load(&sd, id)?;
         let st = status(&sd.dir, &rec, &cg);
         if !matches!(st, Status::Running | Status::Created) {
-            return Err(Error::State(format!("cannot exec in container {id} that is {st}")));
+            return Err(Error::State(format!(
+                "cannot exec in container {id} that is {st}"
+            )));
         }
         let spec = load_spec(&sd.dir)
             .ok_or_else(|| Error::State(format!("container {id} has no saved config")))?;
@@ -471,9 +528,7 @@ pub fn exec(root: &Path, id: &str, proc_: &Process, o: &ExecOpts) -> Result<i32>
         (Some(s), true) => Some(OwnedFd::from(
             UnixStream::connect(s).ctx(|| format!("connecting to console socket {}", p(s)))?,
         )),
-        (None, true) => {
-            return Err(Error::Config("--tty needs --console-socket".into()))
-        }
+        (None, true) => return Err(Error::Config("--tty needs --console-socket".into())),
         _ => None,
     };
     let opts = spawn::Opts {

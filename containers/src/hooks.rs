@@ -53,7 +53,10 @@ fn run_one(phase: &str, h: &Hook, state: &str) -> Result<()> {
         if deadline.is_some_and(|d| Instant::now() > d) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(fail(format!("timed out after {}s", h.timeout().unwrap_or(0))));
+            return Err(fail(format!(
+                "timed out after {}s",
+                h.timeout().unwrap_or(0)
+            )));
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -83,8 +86,12 @@ mod tests {
     fn failing_and_slow_hooks_are_errors() {
         let h = hook(serde_json::json!({"path": "/bin/false"}));
         let e = run("poststart", &[h], "{}").unwrap_err();
-        assert!(e.to_string().contains("poststart hook /bin/false: failed"), "{e}");
-        let h = hook(serde_json::json!({"path": "/bin/sleep", "args": ["sleep", "5"], "timeout": 1}));
+        assert!(
+            e.to_string().contains("poststart hook /bin/false: failed"),
+            "{e}"
+        );
+        let h =
+            hook(serde_json::json!({"path": "/bin/sleep", "args": ["sleep", "5"], "timeout": 1}));
         let t0 = Instant::now();
         let e = run("createRuntime", &[h], "{}").unwrap_err();
         assert!(e.to_string().contains("timed out"), "{e}");

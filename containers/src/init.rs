@@ -69,7 +69,10 @@ pub fn container_init(chan: Chan, ctx: &InitCtx) -> i32 {
 
 fn container_setup(chan: &Chan, ctx: &InitCtx) -> Result<String> {
     let spec = ctx.spec;
-    let proc_ = spec.process().as_ref().ok_or_else(|| Error::Config("no process".into()))?;
+    let proc_ = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::Config("no process".into()))?;
     setsid().ctx(|| "setsid")?;
     umask(Mode::empty());
     let sys = RealSys;
@@ -89,10 +92,21 @@ fn container_setup(chan: &Chan, ctx: &InitCtx) -> Result<String> {
         m => return Err(Error::Child(format!("unexpected sync message {m:?}"))),
     };
     if let Some(h) = spec.hooks() {
-        hooks::run("createContainer", h.create_container().as_deref().unwrap_or(&[]), &state)?;
+        hooks::run(
+            "createContainer",
+            h.create_container().as_deref().unwrap_or(&[]),
+            &state,
+        )?;
     }
     if ctx.mntns {
         rootfs::enter(&sys, &ropts)?;
+        // sysctls go in before /proc/sys turns read-only.
+        if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+            for (k, v) in sysctl {
+                let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+                std::fs::write(&path, v).ctx(|| format!("setting sysctl {k}={v}"))?;
+            }
+        }
         rootfs::finish(&sys, spec)?;
     } else {
         return Err(Error::Config("a mount namespace is required".into()));
@@ -108,12 +122,6 @@ fn container_setup(chan: &Chan, ctx: &InitCtx) -> Result<String> {
             if rc < 0 {
                 return Err(nix::Error::last()).ctx(|| format!("setdomainname {d}"));
             }
-        }
-    }
-    if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
-        for (k, v) in sysctl {
-            let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-            std::fs::write(&path, v).ctx(|| format!("setting sysctl {k}={v}"))?;
         }
     }
     common_setup(proc_, ctx.console.as_ref())?;
@@ -158,8 +166,12 @@ fn common_setup(proc_: &Process, console_sock: Option<&OwnedFd>) -> Result<()> {
 
 fn after_start(ctx: &InitCtx, state: &str) -> Result<std::convert::Infallible> {
     let path = format!("/proc/self/fd/{}", ctx.fifo);
-    let fd = open(path.as_str(), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .ctx(|| "opening the exec fifo")?;
+    let fd = open(
+        path.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| "opening the exec fifo")?;
     // SAFETY: fd was just opened; write one byte from a static buffer.
     let rc = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
     if rc < 0 {
@@ -169,14 +181,27 @@ fn after_start(ctx: &InitCtx, state: &str) -> Result<std::convert::Infallible> {
     let _ = nix::unistd::close(ctx.fifo);
     let spec = ctx.spec;
     if let Some(h) = spec.hooks() {
-        hooks::run("startContainer", h.start_container().as_deref().unwrap_or(&[]), state)?;
+        hooks::run(
+            "startContainer",
+            h.start_container().as_deref().unwrap_or(&[]),
+            state,
+        )?;
     }
-    let proc_ = spec.process().as_ref().ok_or_else(|| Error::Config("no process".into()))?;
+    let proc_ = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::Config("no process".into()))?;
     finalize(proc_, spec, ctx.preserve_fds)
 }
 
 /// Stage 1 of `exec`: already in the container's namespaces.
-pub fn exec_init(chan: Chan, proc_: &Process, spec: &Spec, console_sock: Option<OwnedFd>, preserve_fds: i32) -> i32 {
+pub fn exec_init(
+    chan: Chan,
+    proc_: &Process,
+    spec: &Spec,
+    console_sock: Option<OwnedFd>,
+    preserve_fds: i32,
+) -> i32 {
     let r = (|| -> Result<std::convert::Infallible> {
         setsid().ctx(|| "setsid")?;
         common_setup(proc_, console_sock.as_ref())?;
@@ -193,11 +218,13 @@ pub fn exec_init(chan: Chan, proc_: &Process, spec: &Spec, console_sock: Option<
 
 /// Finds the executable like execvp would, with the container's PATH.
 fn resolve_exe(proc_: &Process) -> Result<PathBuf> {
-    let args = proc_.args().as_ref().ok_or_else(|| Error::Config("no args".into()))?;
+    let args = proc_
+        .args()
+        .as_ref()
+        .ok_or_else(|| Error::Config("no args".into()))?;
     let a0 = &args[0];
-    let is_exe = |p: &Path| {
-        nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && !p.is_dir()
-    };
+    let is_exe =
+        |p: &Path| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && !p.is_dir();
     if a0.contains('/') {
         let p = if Path::new(a0).is_absolute() {
             PathBuf::from(a0)
@@ -207,7 +234,9 @@ fn resolve_exe(proc_: &Process) -> Result<PathBuf> {
         return if is_exe(&p) {
             Ok(p)
         } else {
-            Err(Error::Config(format!("exec {a0}: not found or not executable in the container")))
+            Err(Error::Config(format!(
+                "exec {a0}: not found or not executable in the container"
+            )))
         };
     }
     let path = proc_
@@ -254,7 +283,11 @@ fn finalize(proc_: &Process, spec: &Spec, preserve_fds: i32) -> Result<std::conv
         )?),
         None => None,
     };
-    let sets = proc_.capabilities().as_ref().map(CapSets::from_oci).transpose()?;
+    let sets = proc_
+        .capabilities()
+        .as_ref()
+        .map(CapSets::from_oci)
+        .transpose()?;
     if let (Some(f), false) = (&filter, nnp) {
         seccomp::install(f)?;
     }

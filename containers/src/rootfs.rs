@@ -153,9 +153,7 @@ pub fn prepare(sys: &dyn Sys, spec: &Spec, o: &Opts) -> Result<()> {
     let linux = spec.linux().as_ref();
     let rprop = linux
         .and_then(|l| l.rootfs_propagation().as_deref())
-        .map(|s| {
-            propagation(s).ok_or_else(|| Error::Config(format!("rootfsPropagation {s:?}")))
-        })
+        .map(|s| propagation(s).ok_or_else(|| Error::Config(format!("rootfsPropagation {s:?}"))))
         .transpose()?;
     // Keep host mounts from leaking in either direction; shared root
     // propagation is applied after pivot_root (pivot needs a non-shared parent).
@@ -242,7 +240,11 @@ fn mount_one(sys: &dyn Sys, m: &Mount, o: &Opts) -> Result<()> {
             // No sysfs/mqueue of our own without owning the net/ipc ns:
             // fall back to a recursive bind of the host's.
             (Err(e), "sysfs" | "mqueue") if e.errno() == Some(nix::Error::EPERM) => {
-                let host = if typ == "sysfs" { "/sys" } else { "/dev/mqueue" };
+                let host = if typ == "sysfs" {
+                    "/sys"
+                } else {
+                    "/dev/mqueue"
+                };
                 sys.mount(
                     Some(Path::new(host)),
                     &dest,
@@ -274,7 +276,13 @@ fn mount_cgroup(sys: &dyn Sys, dest: &Path, opts: &MountOpts, o: &Opts) -> Resul
     let ro = opts.flags & MsFlags::MS_RDONLY;
     let bind_ro = |src: &Path, dst: &Path| -> Result<()> {
         sys.mkdir_all(dst)?;
-        sys.mount(Some(src), dst, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        sys.mount(
+            Some(src),
+            dst,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
         let f = MsFlags::MS_BIND
             | MsFlags::MS_REMOUNT
             | MsFlags::MS_NOSUID
@@ -315,7 +323,13 @@ fn mount_cgroup(sys: &dyn Sys, dest: &Path, opts: &MountOpts, o: &Opts) -> Resul
                 bind_ro(&u.join(&cg.rel), &dest.join("unified"))?;
             }
             if ro.contains(MsFlags::MS_RDONLY) {
-                sys.mount(None, dest, None, nosuid | MsFlags::MS_REMOUNT | ro, Some("mode=755"))?;
+                sys.mount(
+                    None,
+                    dest,
+                    None,
+                    nosuid | MsFlags::MS_REMOUNT | ro,
+                    Some("mode=755"),
+                )?;
             }
             Ok(())
         }
@@ -371,10 +385,7 @@ fn devices(sys: &dyn Sys, spec: &Spec, o: &Opts) -> Result<()> {
             LinuxDeviceType::B => SFlag::S_IFBLK,
             LinuxDeviceType::P => SFlag::S_IFIFO,
             LinuxDeviceType::A => {
-                return Err(Error::Config(format!(
-                    "device {} has type a",
-                    p(d.path())
-                )))
+                return Err(Error::Config(format!("device {} has type a", p(d.path()))))
             }
         };
         let (maj, min) = (
@@ -414,7 +425,11 @@ pub fn enter(sys: &dyn Sys, o: &Opts) -> Result<()> {
 /// root's propagation.
 pub fn finish(sys: &dyn Sys, spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
-    for m in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
+    for m in linux
+        .and_then(|l| l.masked_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
         let path = Path::new(m);
         match sys.kind(path) {
             None => continue,
@@ -434,12 +449,22 @@ pub fn finish(sys: &dyn Sys, spec: &Spec) -> Result<()> {
             )?,
         }
     }
-    for r in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
+    for r in linux
+        .and_then(|l| l.readonly_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
         let path = Path::new(r);
         if sys.kind(path).is_none() {
             continue;
         }
-        sys.mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        sys.mount(
+            Some(path),
+            path,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
         let f = sys.locked_flags(path)
             | MsFlags::MS_BIND
             | MsFlags::MS_REMOUNT

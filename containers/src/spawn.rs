@@ -184,11 +184,27 @@ fn stage0(o: &Opts, chan: &Chan) -> Result<Option<()>> {
     if !rest.is_empty() {
         unshare(rest).ctx(|| format!("creating namespaces {rest:?}"))?;
     }
+    // Stage 1 waits on this pipe until its pid went out first, so the
+    // parent sees Pid before anything stage 1 says.
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe")?;
     // SAFETY: stage 0 is single-threaded (a fork of a single-threaded process).
     match unsafe { fork() }.ctx(|| "fork of the container process")? {
-        ForkResult::Child => Ok(Some(())),
+        ForkResult::Child => {
+            drop(wr);
+            let mut b = [0u8; 1];
+            loop {
+                match nix::unistd::read(rd.as_raw_fd(), &mut b) {
+                    Err(nix::Error::EINTR) => continue,
+                    Ok(1) => break,
+                    _ => return Err(Error::Child("stage 0 died".into())),
+                }
+            }
+            Ok(Some(()))
+        }
         ForkResult::Parent { child } => {
+            drop(rd);
             chan.send(&Msg::Pid(child.as_raw()))?;
+            nix::unistd::write(&wr, b"1").ctx(|| "releasing stage 1")?;
             Ok(None)
         }
     }

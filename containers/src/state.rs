@@ -303,7 +303,10 @@ mod tests {
     fn create_is_exclusive_and_state_round_trips() {
         let t = tempfile::tempdir().unwrap();
         let sd = StateDir::create(t.path(), "c1").unwrap();
-        assert!(matches!(StateDir::create(t.path(), "c1"), Err(Error::Exists(_))));
+        assert!(matches!(
+            StateDir::create(t.path(), "c1"),
+            Err(Error::Exists(_))
+        ));
         assert!(sd.load().unwrap().is_none());
         let rec = Record {
             id: "c1".into(),
@@ -323,6 +326,9 @@ mod tests {
         assert_eq!(back.status, Status::Created);
         assert_eq!(list_ids(t.path()).unwrap(), vec!["c1".to_string()]);
         sd.remove().unwrap();
-        assert!(matches!(StateDir::open(t.path(), "c1"), Err(Error::NotFound(_))));
+        assert!(matches!(
+            StateDir::open(t.path(), "c1"),
+            Err(Error::NotFound(_))
+        ));
     }
 }

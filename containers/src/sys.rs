@@ -92,16 +92,28 @@ impl Sys for RealSys {
         chdir(new_root).ctx(|| format!("chdir {}", p(new_root)))?;
         pivot_root(".", ".").ctx(|| format!("pivot_root to {}", p(new_root)))?;
         fchdir(std::os::fd::AsRawFd::as_raw_fd(&old)).ctx(|| "fchdir to the old root")?;
-        mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-            .ctx(|| "making the old root a slave")?;
+        mount(
+            None::<&str>,
+            ".",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .ctx(|| "making the old root a slave")?;
         umount2(".", MntFlags::MNT_DETACH).ctx(|| "detaching the old root")?;
         chdir("/").ctx(|| "chdir /")
     }
 
     fn move_chroot(&self, new_root: &Path) -> Result<()> {
         chdir(new_root).ctx(|| format!("chdir {}", p(new_root)))?;
-        mount(Some(new_root), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-            .ctx(|| format!("moving {} onto /", p(new_root)))?;
+        mount(
+            Some(new_root),
+            "/",
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .ctx(|| format!("moving {} onto /", p(new_root)))?;
         chroot(".").ctx(|| "chroot")?;
         chdir("/").ctx(|| "chdir /")
     }
@@ -125,8 +137,7 @@ impl Sys for RealSys {
 
     fn mknod(&self, path: &Path, kind: SFlag, perm: u32, dev: u64) -> Result<()> {
         let _ = std::fs::remove_file(path);
-        mknod(path, kind, Mode::from_bits_truncate(perm), dev)
-            .ctx(|| format!("mknod {}", p(path)))
+        mknod(path, kind, Mode::from_bits_truncate(perm), dev).ctx(|| format!("mknod {}", p(path)))
     }
 
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<()> {

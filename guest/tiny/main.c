@@ -3,7 +3,8 @@
  * protocol, command line, e820 map, initrd, ACPI tables, CPUs), then does
  * what `tiny.action=` on its command line says: poweroff (ACPI S5 through
  * the FADT's sleep control register), reboot (i8042 0xfe), panic
- * (pvpanic), triple (triple fault), echo (serial input), hang.
+ * (pvpanic), triple (triple fault), echo (serial input), mmio (touch the
+ * first virtio-mmio device the DSDT lists), hang.
  * With `tiny.quick` it prints only "TINY ready" and resets at once.
  * Every line starts with "TINY " so tests can pick them out.
  */
@@ -153,6 +154,29 @@ void map_mmio(u64 addr)
 	__asm__ volatile("mov %%cr3, %%rax; mov %%rax, %%cr3" : : : "rax", "memory");
 }
 
+static u32 virtio_count;
+static u64 virtio_base; /* first LNRO0005 device's Memory32Fixed base */
+
+/* virtio-mmio devices in the DSDT: "LNRO0005", then its _CRS's Memory32Fixed. */
+static void scan_dsdt(u64 t, u32 len)
+{
+	for (u64 a = t + 36; a + 8 <= t + len; a++) {
+		if (!memeq(a, "LNRO0005", 8))
+			continue;
+		if (!virtio_count++)
+			for (u64 b = a; b + 12 <= t + len && b < a + 96; b++)
+				if (R8(b) == 0x86 && R8(b + 1) == 9 && R8(b + 2) == 0) {
+					virtio_base = R32(b + 4);
+					break;
+				}
+	}
+	puts("TINY virtio-mmio count=");
+	putdec(virtio_count);
+	puts(" first=");
+	puthex(virtio_base);
+	puts("\n");
+}
+
 static void table_line(u64 t)
 {
 	u32 len = R32(t + 4);
@@ -177,6 +201,8 @@ static void table_line(u64 t)
 		if (dsdt)
 			table_line(dsdt);
 	}
+	if (memeq(t, "DSDT", 4))
+		scan_dsdt(t, len);
 	if (memeq(t, "APIC", 4)) {
 		for (u64 o = t + 44; o + 2 <= t + len && R8(o + 1) >= 2; o += R8(o + 1))
 			if (R8(o) == 0 && (R32(o + 4) & 1))
@@ -240,6 +266,27 @@ static void start_aps(void)
 }
 
 /* ACPI S5 through the FADT's sleep control register (SLP_TYP 5, SLP_EN). */
+/* Is there a PIT at 0x40-0x43, and does channel 0 count? Without one the
+ * reads see the VMM's all-ones for unclaimed ports and never change. */
+static void pit_check(void)
+{
+	outb(0x43, 0x34); /* channel 0, lobyte/hibyte, mode 2 */
+	outb(0x40, 0xff);
+	outb(0x40, 0xff);
+	u16 first = 0;
+	int counting = 0;
+	for (int i = 0; i < 100 && !counting; i++) {
+		outb(0x43, 0x00); /* latch channel 0 */
+		u16 c = inb(0x40);
+		c |= (u16)inb(0x40) << 8;
+		if (i == 0)
+			first = c;
+		else if (c != first && c != 0xffff)
+			counting = 1;
+	}
+	puts(counting ? "TINY pit counting\n" : "TINY pit stopped\n");
+}
+
 static void acpi_poweroff(void)
 {
 	u8 v = (5 << 2) | (1 << 5);
@@ -316,6 +363,7 @@ void cmain(int mode, u64 p)
 	acpi(rsdp);
 	if (madt_lapics > 1)
 		start_aps();
+	pit_check();
 	if (cmdline && cmdline_value(cmdline, "tiny.blk"))
 		virtio_blk_test(dsdt_addr, cmdline_value(cmdline, "tiny.blk.write="));
 	puts("TINY ready\n");
@@ -348,6 +396,8 @@ void cmain(int mode, u64 p)
 			__asm__ volatile("lidt %0; ud2" : : "m"(idt));
 	} else if (word_is(a, "echo")) {
 		puts("TINY action=echo\n");
+		outb(0x3fa, 1); /* FCR: FIFOs on */
+		outb(0x3f9, 1); /* IER: received-data interrupt on (IF stays 0) */
 		for (;;) {
 			if (!(inb(0x3fd) & 1)) {
 				__asm__ volatile("pause");
@@ -362,6 +412,18 @@ void cmain(int mode, u64 p)
 				break;
 			}
 		}
+	} else if (word_is(a, "mmio")) {
+		/* Read the first virtio-mmio device's magic, write it back at 0x70. */
+		puts("TINY action=mmio\n");
+		if (virtio_base) {
+			map_mmio(virtio_base);
+			u32 magic = R32(virtio_base);
+			puts("TINY mmio magic=");
+			puthex(magic);
+			puts("\n");
+			R32(virtio_base + 0x70) = magic;
+		}
+		acpi_poweroff();
 	} else if (word_is(a, "hang")) {
 		puts("TINY action=hang\n");
 		for (;;)

@@ -51,6 +51,7 @@ fn boot_direct(arch: GuestArch, cpus: u32, memory_mib: u64, nested: bool) {
         cpus,
         memory_mib,
         timeout: Duration::from_secs(180),
+        silence_timeout: Some(Duration::from_secs(90)),
         log: Some(dir.join("console.log")),
         echo: false,
         extra: Vec::new(),

@@ -6,7 +6,8 @@
 //! Skips (with a message) when QEMU or the assets are missing, unless
 //! ZVISOR_REQUIRE_RUNG2=1. Knobs: ZVISOR_RUNG2_ECHO=1 streams L1's console;
 //! ZVISOR_L2_KERNEL=vmlinuz boots L2 from the bzImage instead of the PVH
-//! ELF; ZVISOR_L2_CMDLINE adds L2 kernel parameters.
+//! ELF; ZVISOR_L2_CMDLINE adds L2 kernel parameters; ZVISOR_L2_MODULES
+//! (comma-separated) puts modules into L2's initramfs and loads them.
 
 use zvisor_qemu_tests::binaries::{build_static, check_static};
 use zvisor_qemu_tests::nested::{l2_image_bytes, problems, run_nested, GuestBinaries, NestedPlan};
@@ -39,14 +40,26 @@ fn x86_64_l2_linux_under_zvisor_in_nested_kvm() {
     if let Ok(extra) = std::env::var("ZVISOR_L2_CMDLINE") {
         plan.l2_cmdline_extra = extra;
     }
+    if let Ok(m) = std::env::var("ZVISOR_L2_MODULES") {
+        plan.l2_modules = m
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+    }
     let out = run_nested(&plan, &k, &bins).expect("nested run");
 
-    eprintln!(
-        "rung 2: L1 ran {:.1} s (QEMU exit {:?}); console: {}",
-        out.run.elapsed.as_secs_f64(),
-        out.run.exit_code,
-        out.log.display()
-    );
+    for (i, b) in out.boots.iter().enumerate() {
+        eprintln!(
+            "rung 2: L1 boot {} ran {:.1} s (QEMU exit {:?}{}) for {:?}; console: {}",
+            i + 1,
+            b.run.elapsed.as_secs_f64(),
+            b.run.exit_code,
+            if b.run.stalled { ", hung" } else { "" },
+            b.checks,
+            b.log.display()
+        );
+    }
     if let Some(r) = &out.l1_report {
         eprintln!("  L1: {}", r.raw);
     }
@@ -73,12 +86,13 @@ fn x86_64_l2_linux_under_zvisor_in_nested_kvm() {
     let p = problems(&plan, &out, l2_image_bytes(&k));
     if !p.is_empty() {
         // The last lines of each failed L2 run say what zvisor reported.
-        let tail: Vec<&str> = out.run.output.lines().rev().take(60).collect();
+        let last = out.last().expect("at least one L1 boot");
+        let tail: Vec<&str> = last.run.output.lines().rev().take(60).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         panic!(
             "rung 2 failed:\n  - {}\nlast console lines ({}):\n{}",
             p.join("\n  - "),
-            out.log.display(),
+            last.log.display(),
             tail.join("\n")
         );
     }

@@ -226,6 +226,7 @@ fn x86_64_virtio_devices_with_linux_drivers() {
         cpus: 2,
         memory_mib: 2048,
         timeout: Duration::from_secs(90 + 5 * (L2_TIMEOUT + 10)),
+        silence_timeout: Some(Duration::from_secs(120)),
         log: Some(log.clone()),
         echo: std::env::var_os("ZVISOR_RUNG2_ECHO").is_some(),
         extra: vec![

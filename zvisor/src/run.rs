@@ -2,11 +2,12 @@
 //!
 //! SIGINT, SIGTERM and SIGHUP are blocked in every thread and collected by
 //! one thread with `sigwait`, which stops the VM through the runner's
-//! [`StopSender`](zvisor_vmm::runner::StopSender); the exit code is then
-//! 128 + the signal. When stdin is a terminal it is switched to raw mode
+//! [`StopSender`](zvisor_vmm::runner::StopSender) (or, while the VM is still
+//! being built, ends the process); the exit code is then 128 + the signal. When stdin is a terminal it is switched to raw mode
 //! (so Ctrl-C reaches the guest) and restored on every way out.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -101,16 +102,30 @@ fn block_stop_signals() -> Result<()> {
     Ok(())
 }
 
-/// Waits for a stop signal on its own thread and stops the VM with it.
-fn spawn_signal_waiter(stop: StopSender) {
+/// Where the signal thread sends its stop once the VM runs.
+type StopSlot = Arc<Mutex<Option<StopSender>>>;
+
+/// Waits for stop signals on its own thread. While the VM is being built
+/// (nothing to clean up yet, the terminal is not raw) a signal ends the
+/// process at once; once the VM runs it stops the VM through `slot`.
+fn spawn_signal_waiter(slot: StopSlot) {
     let r = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let set = stop_sigset();
-            let mut sig = 0;
-            // SAFETY: `set` is valid and `sig` is a valid out pointer.
-            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-                stop.stop(GuestExit::Signalled(sig));
+            loop {
+                let mut sig = 0;
+                // SAFETY: `set` is valid and `sig` is a valid out pointer.
+                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                    return;
+                }
+                match &*slot.lock().unwrap_or_else(|p| p.into_inner()) {
+                    Some(stop) => stop.stop(GuestExit::Signalled(sig)),
+                    None => {
+                        eprintln!("zvisor: {}", GuestExit::Signalled(sig));
+                        std::process::exit(code::SIGNAL_BASE + sig);
+                    }
+                }
             }
         });
     if let Err(e) = r {
@@ -176,10 +191,12 @@ fn run(args: RunArgs) -> Result<GuestExit> {
     }
     let _socket = devices.socket;
     block_stop_signals()?;
+    let slot = StopSlot::default();
+    spawn_signal_waiter(slot.clone());
     let mut terminal = None;
     let exit = zvisor_vmm::runner::run::<HostPlatform>(&cfg, Bus::new(), devices.devices, |stop| {
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
         terminal = RawTerminal::enter();
-        spawn_signal_waiter(stop);
     });
     drop(terminal);
     let exit = exit.with_context(|| format!("{} VM", HostPlatform::ARCH))?;

@@ -311,3 +311,43 @@ fn effective_uid() -> u32 {
         })
         .unwrap_or(1)
 }
+
+/// A signal while the VM is still being built (here: opening a kernel that
+/// is a FIFO nobody writes to blocks) still ends zvisor with 128 + signal.
+#[test]
+fn signal_during_build() {
+    if !cfg!(target_arch = "x86_64") {
+        eprintln!("SKIP signal_during_build: x86_64 backend");
+        return;
+    }
+    let fifo = tmp("kernel-fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let child = zvisor()
+        .args(["run", "--kernel", fifo.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until zvisor's signal thread exists: from then on the signals are
+    // blocked everywhere and taken by it.
+    let tasks = format!("/proc/{}/task", child.id());
+    let start = std::time::Instant::now();
+    while !std::fs::read_dir(&tasks).unwrap().any(|t| {
+        std::fs::read_to_string(t.unwrap().path().join("comm")).is_ok_and(|c| c.trim() == "signals")
+    }) {
+        assert!(start.elapsed().as_secs() < 20, "no signal thread");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "zvisor: stopped by signal 2\n"
+    );
+}

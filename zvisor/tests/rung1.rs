@@ -69,6 +69,8 @@ fn check_boot(r: &Run, boot: &str, cmdline: &str, memory: u64, cpus: u32) {
     if cpus > 1 {
         assert_eq!(r.value("smp up="), Some(cpus.to_string()), "{r:?}");
     }
+    // KVM's in-kernel PIT is there and counting.
+    assert_eq!(r.value("pit ").as_deref(), Some("counting"), "{r:?}");
     assert!(r.tiny_lines().contains(&"ready"));
     assert!(r.tiny_lines().contains(&"action=poweroff"));
 }
@@ -181,6 +183,27 @@ fn exits_map_to_codes_and_messages() {
         // The VM stopped at the action: nothing ran after it.
         assert!(!r.stdout.contains("action returned"), "{r:?}");
     }
+    // int3 with no IDT: a triple fault on hardware KVM; kvm_pvm's emulator
+    // gives up with KVM_EXIT_INTERNAL_ERROR instead. Either way one line,
+    // the matching code, and no panic.
+    let r = run(&[
+        "--kernel",
+        k,
+        "--cmdline",
+        "tiny.action=triple tiny.triple=int3",
+    ]);
+    match r.code {
+        Some(4) => assert_eq!(r.stderr, "zvisor: guest triple-faulted\n", "{r:?}"),
+        Some(5) => {
+            assert!(
+                r.stderr
+                    .starts_with("zvisor: guest crashed: KVM internal error on vCPU 0"),
+                "{r:?}"
+            );
+            assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+        }
+        _ => panic!("int3 without an IDT: {r:?}"),
+    }
     // Other triple-fault paths: #GP and #DE with no IDT.
     for how in ["gp", "div"] {
         let c = format!("tiny.action=triple tiny.triple={how}");
@@ -252,6 +275,122 @@ fn signals_stop_the_vm() {
         assert_eq!(
             String::from_utf8_lossy(&out.stderr),
             format!("zvisor: stopped by signal {sig}\n")
+        );
+    }
+}
+
+/// Puts a fresh pty's slave side on zvisor's stdin and returns `(master, slave)`.
+fn open_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let (mut m, mut s) = (0, 0);
+    // SAFETY: openpty writes two fds into the given ints; the other
+    // arguments may be null.
+    let r = unsafe {
+        libc::openpty(
+            &mut m,
+            &mut s,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both fds were just created and are owned by nobody else.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(m),
+            std::os::fd::OwnedFd::from_raw_fd(s),
+        )
+    }
+}
+
+fn termios(fd: &std::os::fd::OwnedFd) -> libc::termios {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed termios is a valid out buffer for tcgetattr.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is an open terminal and `t` a valid termios.
+    assert_eq!(unsafe { libc::tcgetattr(fd.as_raw_fd(), &mut t) }, 0);
+    t
+}
+
+fn same_modes(a: &libc::termios, b: &libc::termios) -> bool {
+    (a.c_iflag, a.c_oflag, a.c_cflag, a.c_lflag) == (b.c_iflag, b.c_oflag, b.c_cflag, b.c_lflag)
+}
+
+/// Reads the child's stdout until `needle` appears.
+fn read_until(out: &mut impl std::io::Read, seen: &mut Vec<u8>, needle: &str) {
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        let n = out.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "output ended before {needle:?}: {}",
+            String::from_utf8_lossy(seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn terminal_raw_while_running_and_restored_on_every_exit() {
+    if skip_without_kvm("terminal_raw_while_running_and_restored_on_every_exit") {
+        return;
+    }
+    use std::io::Write;
+    use std::process::Stdio;
+    let k = tiny("tiny.elf");
+    // Exit by signal, and exit by the guest powering off after reading a
+    // byte typed on the terminal.
+    for (action, by_signal) in [("tiny.action=hang", true), ("tiny.action=echo", false)] {
+        let (master, slave) = open_pty();
+        let before = termios(&slave);
+        assert_ne!(before.c_lflag & libc::ICANON, 0, "a fresh pty is canonical");
+        let mut child = zvisor()
+            .args(["run", "--kernel", k.to_str().unwrap(), "--cmdline", action])
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut seen = Vec::new();
+        read_until(&mut out, &mut seen, "action=");
+        // Raw while the guest runs: no line editing, no echo, no signals from
+        // ^C. (zvisor switches right after starting the vCPUs, so allow it a
+        // moment.)
+        let start = std::time::Instant::now();
+        while termios(&slave).c_lflag & (libc::ICANON | libc::ECHO | libc::ISIG) != 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "terminal never went raw"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if by_signal {
+            // SAFETY: kill(2) on our own child.
+            assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        } else {
+            // ^C is a plain byte for the guest in raw mode, then q ends it.
+            let mut m = std::fs::File::from(master.try_clone().unwrap());
+            m.write_all(b"\x03q").unwrap();
+        }
+        let status = child.wait().unwrap();
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut rest).unwrap();
+        seen.extend(rest);
+        if by_signal {
+            assert_eq!(status.code(), Some(143));
+        } else {
+            assert_eq!(status.code(), Some(0), "{}", String::from_utf8_lossy(&seen));
+            let s = String::from_utf8_lossy(&seen);
+            assert!(
+                s.contains("TINY got \x03") && s.contains("TINY got q"),
+                "{s}"
+            );
+        }
+        assert!(
+            same_modes(&before, &termios(&slave)),
+            "terminal not restored after {action}"
         );
     }
 }

@@ -103,6 +103,23 @@ pub fn filter(supported: &[CpuidEntry], cpu: u32, cpus: u32) -> Vec<CpuidEntry> 
     out
 }
 
+/// The XCR0 value to start vCPUs with: every state component KVM supports
+/// (CPUID leaf 0xd subleaf 0, EDX:EAX), if x87 and SSE are among them.
+///
+/// KVM derives leaf 0xd's EBX (the XSAVE area size for the enabled
+/// components) from the vCPU's XCR0 and refreshes it when the guest runs
+/// XSETBV. Under a nested hypervisor that does not forward XSETBV (QEMU TCG's
+/// SVM, rung 2) the size stays at the reset value and Linux disables XSAVE
+/// with a WARNING; starting from the full set keeps the size consistent. A
+/// guest that writes its own XCR0 (Linux does) gets KVM's usual refresh.
+pub fn initial_xcr0(supported: &[CpuidEntry]) -> Option<u64> {
+    let e = supported
+        .iter()
+        .find(|e| e.function == 0xd && e.index == 0)?;
+    let mask = u64::from(e.eax) | (u64::from(e.edx) << 32);
+    (mask & 3 == 3).then_some(mask)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +185,29 @@ mod tests {
         assert_eq!((b[0].ebx, b[0].ecx, b[0].edx), (1, 0x100, 2));
         assert_eq!((b[1].eax, b[1].ebx, b[1].ecx, b[1].edx), (2, 4, 0x201, 2));
         assert_eq!((b[2].ebx, b[2].ecx), (0, 2));
+    }
+
+    #[test]
+    fn xcr0_from_leaf_0xd() {
+        let mut v = sample();
+        assert_eq!(initial_xcr0(&v), None);
+        v.push(CpuidEntry {
+            function: 0xd,
+            index: 1,
+            eax: 0xf,
+            ..Default::default()
+        });
+        assert_eq!(initial_xcr0(&v), None);
+        v.push(CpuidEntry {
+            function: 0xd,
+            index: 0,
+            eax: 0x207,
+            edx: 0x1,
+            ..Default::default()
+        });
+        assert_eq!(initial_xcr0(&v), Some((1 << 32) | 0x207));
+        v.last_mut().unwrap().eax = 0x1; // no SSE: leave XCR0 alone
+        assert_eq!(initial_xcr0(&v), None);
     }
 
     #[test]

@@ -68,8 +68,14 @@ impl Layout {
                         .filter(|o| {
                             !matches!(
                                 *o,
-                                "nosuid" | "nodev" | "noexec" | "relatime" | "clone_children"
-                                    | "noprefix" | "xattr" | "cpuset_v2_mode"
+                                "nosuid"
+                                    | "nodev"
+                                    | "noexec"
+                                    | "relatime"
+                                    | "clone_children"
+                                    | "noprefix"
+                                    | "xattr"
+                                    | "cpuset_v2_mode"
                             )
                         })
                         .map(str::to_string)
@@ -101,7 +107,9 @@ impl Layout {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\134", "\\")
 }
 
 /// One container's cgroup across all hierarchies.
@@ -138,7 +146,9 @@ pub fn rel_path(cgroups_path: Option<&Path>, id: &str) -> Result<PathBuf> {
         }
     }
     if out.as_os_str().is_empty() {
-        return Err(Error::Config("cgroupsPath must not be the root cgroup".into()));
+        return Err(Error::Config(
+            "cgroupsPath must not be the root cgroup".into(),
+        ));
     }
     Ok(out)
 }
@@ -288,7 +298,10 @@ impl Cgroup {
                 }
             }
         }
-        self.dirs().into_iter().find(|d| d.exists()).unwrap_or_default()
+        self.dirs()
+            .into_iter()
+            .find(|d| d.exists())
+            .unwrap_or_default()
     }
 
     /// Freezes (`true`) or thaws the cgroup and waits until it settles.
@@ -369,7 +382,9 @@ impl Cgroup {
                 match fs::remove_dir(&d) {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+                    {
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     Err(e) => return Err(e).ctx(|| format!("removing cgroup {}", p(&d))),

@@ -51,7 +51,11 @@ pub fn device_rule(d: &LinuxDeviceCgroup) -> Result<String> {
             "device cgroup access {access:?} must be made of r, w, m"
         )));
     }
-    Ok(format!("{t} {}:{} {access}", num(d.major()), num(d.minor())))
+    Ok(format!(
+        "{t} {}:{} {access}",
+        num(d.major()),
+        num(d.minor())
+    ))
 }
 
 /// Translates resources into writes (pure: unit-tested without root).
@@ -124,7 +128,11 @@ fn plan_v1(r: &LinuxResources) -> Result<Vec<FileWrite>> {
     }
     if let Some(pids) = r.pids() {
         let l = pids.limit();
-        out.push(w("pids", "pids.max", if l > 0 { l.to_string() } else { "max".into() }));
+        out.push(w(
+            "pids",
+            "pids.max",
+            if l > 0 { l.to_string() } else { "max".into() },
+        ));
     }
     if let Some(b) = r.block_io() {
         if let Some(v) = b.weight() {
@@ -135,18 +143,38 @@ fn plan_v1(r: &LinuxResources) -> Result<Vec<FileWrite>> {
         }
         for d in b.weight_device().iter().flatten() {
             if let Some(wt) = d.weight() {
-                out.push(w("blkio", "blkio.weight_device", format!("{}:{} {wt}", d.major(), d.minor())));
+                out.push(w(
+                    "blkio",
+                    "blkio.weight_device",
+                    format!("{}:{} {wt}", d.major(), d.minor()),
+                ));
             }
         }
         let th = [
-            (b.throttle_read_bps_device(), "blkio.throttle.read_bps_device"),
-            (b.throttle_write_bps_device(), "blkio.throttle.write_bps_device"),
-            (b.throttle_read_iops_device(), "blkio.throttle.read_iops_device"),
-            (b.throttle_write_iops_device(), "blkio.throttle.write_iops_device"),
+            (
+                b.throttle_read_bps_device(),
+                "blkio.throttle.read_bps_device",
+            ),
+            (
+                b.throttle_write_bps_device(),
+                "blkio.throttle.write_bps_device",
+            ),
+            (
+                b.throttle_read_iops_device(),
+                "blkio.throttle.read_iops_device",
+            ),
+            (
+                b.throttle_write_iops_device(),
+                "blkio.throttle.write_iops_device",
+            ),
         ];
         for (list, file) in th {
             for d in list.iter().flatten() {
-                out.push(w("blkio", file, format!("{}:{} {}", d.major(), d.minor(), d.rate())));
+                out.push(w(
+                    "blkio",
+                    file,
+                    format!("{}:{} {}", d.major(), d.minor(), d.rate()),
+                ));
             }
         }
     }
@@ -162,7 +190,11 @@ fn plan_v1(r: &LinuxResources) -> Result<Vec<FileWrite>> {
             out.push(w("net_cls", "net_cls.classid", id));
         }
         for pr in n.priorities().iter().flatten() {
-            out.push(w("net_prio", "net_prio.ifpriomap", format!("{} {}", pr.name(), pr.priority())));
+            out.push(w(
+                "net_prio",
+                "net_prio.ifpriomap",
+                format!("{} {}", pr.name(), pr.priority()),
+            ));
         }
     }
     if r.unified().as_ref().is_some_and(|u| !u.is_empty()) {
@@ -178,7 +210,13 @@ fn plan_v2(r: &LinuxResources) -> Result<Vec<FileWrite>> {
     if r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
         tracing::warn!("device cgroup rules are not enforced on cgroup v2 yet (needs eBPF)");
     }
-    let max = |v: i64| if v < 0 { "max".to_string() } else { v.to_string() };
+    let max = |v: i64| {
+        if v < 0 {
+            "max".to_string()
+        } else {
+            v.to_string()
+        }
+    };
     if let Some(m) = r.memory() {
         if let Some(l) = m.limit() {
             out.push(w("memory", "memory.max", max(l)));
@@ -210,8 +248,15 @@ fn plan_v2(r: &LinuxResources) -> Result<Vec<FileWrite>> {
             out.push(w("cpu", "cpu.weight", weight));
         }
         if c.quota().is_some() || c.period().is_some() {
-            let q = c.quota().filter(|q| *q > 0).map_or("max".into(), |q| q.to_string());
-            out.push(w("cpu", "cpu.max", format!("{q} {}", c.period().unwrap_or(100_000))));
+            let q = c
+                .quota()
+                .filter(|q| *q > 0)
+                .map_or("max".into(), |q| q.to_string());
+            out.push(w(
+                "cpu",
+                "cpu.max",
+                format!("{q} {}", c.period().unwrap_or(100_000)),
+            ));
         }
         if c.realtime_period().is_some() || c.realtime_runtime().is_some() {
             return Err(Error::Unsupported(
@@ -229,7 +274,11 @@ fn plan_v2(r: &LinuxResources) -> Result<Vec<FileWrite>> {
         }
     }
     if let Some(pids) = r.pids() {
-        out.push(w("pids", "pids.max", max(if pids.limit() > 0 { pids.limit() } else { -1 })));
+        out.push(w(
+            "pids",
+            "pids.max",
+            max(if pids.limit() > 0 { pids.limit() } else { -1 }),
+        ));
     }
     if let Some(b) = r.block_io() {
         if let Some(v) = b.weight() {
@@ -244,12 +293,20 @@ fn plan_v2(r: &LinuxResources) -> Result<Vec<FileWrite>> {
         ];
         for (list, key) in th {
             for d in list.iter().flatten() {
-                out.push(w("io", "io.max", format!("{}:{} {key}={}", d.major(), d.minor(), d.rate())));
+                out.push(w(
+                    "io",
+                    "io.max",
+                    format!("{}:{} {key}={}", d.major(), d.minor(), d.rate()),
+                ));
             }
         }
     }
     for h in r.hugepage_limits().iter().flatten() {
-        out.push(w("hugetlb", format!("hugetlb.{}.max", h.page_size()), h.limit()));
+        out.push(w(
+            "hugetlb",
+            format!("hugetlb.{}.max", h.page_size()),
+            h.limit(),
+        ));
     }
     if r.network().is_some() {
         return Err(Error::Unsupported(

@@ -16,10 +16,17 @@ fn res(json: &str) -> LinuxResources {
 #[test]
 fn hybrid_layout_is_v1_with_unified() {
     let l = Layout::from_mountinfo(HYBRID).unwrap();
-    let Layout::V1 { hierarchies, unified } = &l else {
+    let Layout::V1 {
+        hierarchies,
+        unified,
+    } = &l
+    else {
         panic!("{l:?}")
     };
-    assert_eq!(unified.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
+    assert_eq!(
+        unified.as_deref(),
+        Some(Path::new("/sys/fs/cgroup/unified"))
+    );
     assert_eq!(hierarchies.len(), 3, "name=systemd is not a controller");
     assert_eq!(hierarchies[0].0, vec!["cpu", "cpuacct"]);
     let cg = Cgroup::new(l, "a/b".into());
@@ -38,13 +45,21 @@ fn pure_v2_layout() {
         "30 1 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
     )
     .unwrap();
-    assert_eq!(l, Layout::V2 { root: "/sys/fs/cgroup".into() });
+    assert_eq!(
+        l,
+        Layout::V2 {
+            root: "/sys/fs/cgroup".into()
+        }
+    );
 }
 
 #[test]
 fn cgroups_path_is_normalised() {
     assert_eq!(rel_path(None, "c1").unwrap(), Path::new("zvisor-runc/c1"));
-    assert_eq!(rel_path(Some(Path::new("/a/b")), "c").unwrap(), Path::new("a/b"));
+    assert_eq!(
+        rel_path(Some(Path::new("/a/b")), "c").unwrap(),
+        Path::new("a/b")
+    );
     assert!(rel_path(Some(Path::new("/a/../b")), "c").is_err());
     assert!(rel_path(Some(Path::new("system.slice:docker:abc")), "c").is_err());
     assert!(rel_path(Some(Path::new("/")), "c").is_err());
@@ -52,9 +67,11 @@ fn cgroups_path_is_normalised() {
 
 #[test]
 fn v1_plan() {
-    let r = res(r#"{"memory":{"limit":1048576,"swap":2097152},"cpu":{"shares":512,"quota":5000,"period":10000,"cpus":"0"},
+    let r = res(
+        r#"{"memory":{"limit":1048576,"swap":2097152},"cpu":{"shares":512,"quota":5000,"period":10000,"cpus":"0"},
         "pids":{"limit":10},"devices":[{"allow":false,"access":"rwm"},{"allow":true,"type":"c","major":1,"minor":3,"access":"rw"}],
-        "blockIO":{"weight":300,"throttleReadBpsDevice":[{"major":8,"minor":0,"rate":1000}]}}"#);
+        "blockIO":{"weight":300,"throttleReadBpsDevice":[{"major":8,"minor":0,"rate":1000}]}}"#,
+    );
     let got: Vec<(String, String)> = plan(&r, false)
         .unwrap()
         .into_iter()
@@ -73,15 +90,20 @@ fn v1_plan() {
         ("blkio.weight", "300"),
         ("blkio.throttle.read_bps_device", "8:0 1000"),
     ];
-    let want: Vec<(String, String)> = want.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
     assert_eq!(got, want);
     assert!(plan(&res(r#"{"unified":{"memory.max":"1"}}"#), false).is_err());
 }
 
 #[test]
 fn v2_plan() {
-    let r = res(r#"{"memory":{"limit":1048576,"swap":3145728},"cpu":{"shares":1024,"quota":-1},
-        "pids":{"limit":0},"unified":{"memory.high":"900000"}}"#);
+    let r = res(
+        r#"{"memory":{"limit":1048576,"swap":3145728},"cpu":{"shares":1024,"quota":-1},
+        "pids":{"limit":0},"unified":{"memory.high":"900000"}}"#,
+    );
     let got: Vec<(String, String)> = plan(&r, true)
         .unwrap()
         .into_iter()
@@ -95,7 +117,10 @@ fn v2_plan() {
         ("pids.max", "max"),
         ("memory.high", "900000"),
     ];
-    let want: Vec<(String, String)> = want.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
     assert_eq!(got, want);
     assert!(plan(&res(r#"{"unified":{"../x":"1"}}"#), true).is_err());
 }
@@ -113,15 +138,34 @@ fn writes_land_in_a_fake_hierarchy() {
     std::fs::write(pids.join("c/pids.max"), "").unwrap();
     let cg = Cgroup::new(
         Layout::V1 {
-            hierarchies: vec![(vec!["memory".into()], mem.clone()), (vec!["pids".into()], pids.clone())],
+            hierarchies: vec![
+                (vec!["memory".into()], mem.clone()),
+                (vec!["pids".into()], pids.clone()),
+            ],
             unified: None,
         },
         "c".into(),
     );
-    cg.apply(&res(r#"{"memory":{"limit":4096,"swap":8192},"pids":{"limit":5}}"#)).unwrap();
-    assert_eq!(std::fs::read_to_string(mem.join("c/memory.limit_in_bytes")).unwrap(), "4096");
-    assert_eq!(std::fs::read_to_string(mem.join("c/memory.memsw.limit_in_bytes")).unwrap(), "8192");
-    assert_eq!(std::fs::read_to_string(pids.join("c/pids.max")).unwrap(), "5");
+    cg.apply(&res(
+        r#"{"memory":{"limit":4096,"swap":8192},"pids":{"limit":5}}"#,
+    ))
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(mem.join("c/memory.limit_in_bytes")).unwrap(),
+        "4096"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mem.join("c/memory.memsw.limit_in_bytes")).unwrap(),
+        "8192"
+    );
+    assert_eq!(
+        std::fs::read_to_string(pids.join("c/pids.max")).unwrap(),
+        "5"
+    );
     let e = cg.apply(&res(r#"{"cpu":{"shares":2}}"#)).unwrap_err();
-    assert!(e.to_string().contains("cpu cgroup controller is not mounted"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("cpu cgroup controller is not mounted"),
+        "{e}"
+    );
 }

@@ -79,12 +79,15 @@ fn bad_configs_get_clear_errors() {
 #[test]
 fn rlimits_above_the_host_hard_limit_need_cap_sys_resource() {
     let mut v = base();
-    v["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096}]);
+    v["process"]["rlimits"] =
+        serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096}]);
     let e = err(v.clone());
     assert!(e.contains("CAP_SYS_RESOURCE"), "{e}");
-    v["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 1024}]);
+    v["process"]["rlimits"] =
+        serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 1024}]);
     assert!(err(v.clone()).contains("exceeds hard"));
-    v["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 512}]);
+    v["process"]["rlimits"] =
+        serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 512}]);
     check(v).unwrap();
 }
 

@@ -26,7 +26,10 @@ fn options_split_into_flags_propagation_and_data() {
         "mode=755".into(),
         "size=65536k".into(),
     ]);
-    assert_eq!(o.flags, MsFlags::MS_NOSUID | MsFlags::MS_BIND | MsFlags::MS_REC);
+    assert_eq!(
+        o.flags,
+        MsFlags::MS_NOSUID | MsFlags::MS_BIND | MsFlags::MS_REC
+    );
     assert_eq!(o.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);
     assert_eq!(o.data, vec!["mode=755", "size=65536k"]);
 }
@@ -78,7 +81,9 @@ fn prepare_mounts_in_order_and_makes_devices() {
     ];
     let mut at = 0;
     for w in want {
-        let i = log[at..].find(w).unwrap_or_else(|| panic!("missing or out of order: {w}\n{log}"));
+        let i = log[at..]
+            .find(w)
+            .unwrap_or_else(|| panic!("missing or out of order: {w}\n{log}"));
         at += i + w.len();
     }
 }
@@ -115,6 +120,9 @@ fn userns_binds_devices_instead_of_mknod() {
     o.userns = true;
     prepare(&r, &s, &o).unwrap();
     let log = r.log.borrow().join("\n");
-    assert!(log.contains("mount /dev/null /r/dev/null - MS_BIND -"), "{log}");
+    assert!(
+        log.contains("mount /dev/null /r/dev/null - MS_BIND -"),
+        "{log}"
+    );
     assert!(!log.contains("mknod"), "{log}");
 }

@@ -1,7 +1,7 @@
 //! Target architectures of a seccomp filter: AUDIT_ARCH values, byte order
 //! and syscall tables (from the `syscalls` crate, one table per arch).
 
-use std::str::FromStr;
+use super::tables;
 
 /// An architecture a filter can be compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,12 +60,15 @@ impl Arch {
 
     /// The syscall number of `name` on this arch, if the arch has it.
     pub fn syscall(self, name: &str) -> Option<u32> {
-        let n = match self {
-            Arch::X86_64 => syscalls::x86_64::Sysno::from_str(name).ok()?.id(),
-            Arch::Aarch64 => syscalls::aarch64::Sysno::from_str(name).ok()?.id(),
-            Arch::S390x => syscalls::s390x::Sysno::from_str(name).ok()?.id(),
+        let table = match self {
+            Arch::X86_64 => tables::X86_64,
+            Arch::Aarch64 => tables::AARCH64,
+            Arch::S390x => tables::S390X,
         };
-        u32::try_from(n).ok()
+        table
+            .binary_search_by(|(n, _)| (*n).cmp(name))
+            .ok()
+            .map(|i| table[i].1)
     }
 
     /// The x32 ABI bit on x86_64: syscall numbers with it set come from a
@@ -96,6 +99,14 @@ mod tests {
         assert_eq!(Arch::S390x.syscall("getpid"), Some(20));
         assert_eq!(Arch::Aarch64.syscall("open"), None);
         assert_eq!(Arch::X86_64.syscall("no_such_call"), None);
+        assert_eq!(Arch::Aarch64.syscall("syscalls"), None);
+        assert_eq!(Arch::S390x.syscall("newfstatat"), Some(293));
+        for t in [tables::X86_64, tables::AARCH64, tables::S390X] {
+            assert!(
+                t.windows(2).all(|w| w[0].0 < w[1].0),
+                "sorted, no duplicates"
+            );
+        }
     }
 
     #[test]

@@ -16,13 +16,21 @@ pub struct SockFilter {
     pub k: u32,
 }
 
-pub const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20; // BPF_LD | BPF_W | BPF_ABS
-pub const BPF_JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
+/// BPF_LD | BPF_W | BPF_ABS (BPF_LD and BPF_W are 0).
+pub const BPF_LD_W_ABS: u16 = 0x20;
+/// BPF_JMP | BPF_JEQ | BPF_K.
+pub const BPF_JEQ_K: u16 = 0x05 | 0x10;
+/// BPF_JMP | BPF_JGT | BPF_K.
 pub const BPF_JGT_K: u16 = 0x05 | 0x20;
+/// BPF_JMP | BPF_JGE | BPF_K.
 pub const BPF_JGE_K: u16 = 0x05 | 0x30;
+/// BPF_JMP | BPF_JSET | BPF_K.
 pub const BPF_JSET_K: u16 = 0x05 | 0x40;
+/// BPF_JMP | BPF_JA.
 pub const BPF_JA: u16 = 0x05;
+/// BPF_RET | BPF_K.
 pub const BPF_RET_K: u16 = 0x06;
+/// BPF_ALU | BPF_AND | BPF_K.
 pub const BPF_ALU_AND_K: u16 = 0x04 | 0x50;
 
 /// A jump target: the next instruction or a label.
@@ -37,7 +45,12 @@ pub enum Target {
 #[derive(Clone, Copy, Debug)]
 enum Insn {
     Plain(SockFilter),
-    Cond { code: u16, k: u32, jt: Target, jf: Target },
+    Cond {
+        code: u16,
+        k: u32,
+        jt: Target,
+        jf: Target,
+    },
     Ja(usize),
 }
 

@@ -1,6 +1,8 @@
 //! OCI seccomp profiles compiled to classic BPF by our own compiler, for
 //! x86_64, aarch64 and s390x (libseccomp would complicate cross-linking and
-//! seccompiler lacks s390x).
+//! seccompiler lacks s390x). Syscall numbers come from tables generated from
+//! the Linux uAPI headers (`gen-tables.sh`): the `syscalls` crate needs
+//! nightly on s390x.
 //!
 //! Layout of the program: check `seccomp_data.arch` against the target's
 //! AUDIT_ARCH (mismatch: kill the process), reject x32 numbers on x86_64,
@@ -9,10 +11,10 @@
 
 pub mod arch;
 pub mod bpf;
+mod tables;
 
 use oci_spec::runtime::{
-    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
-    LinuxSeccompOperator,
+    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag, LinuxSeccompOperator,
 };
 
 pub use arch::Arch;

@@ -81,13 +81,55 @@ fn allow_list_with_default_errno() {
 #[test]
 fn argument_comparisons_use_64_bits_and_arch_byte_order() {
     let cases = [
-        ("SCMP_CMP_EQ", 0x1_0000_0005u64, 0u64, [(0x1_0000_0005u64, true), (5, false), (0x1_0000_0006, false)]),
-        ("SCMP_CMP_NE", 7, 0, [(7, false), (8, true), (0x1_0000_0007, true)]),
-        ("SCMP_CMP_GT", 0x1_0000_0000, 0, [(0x1_0000_0001, true), (0x1_0000_0000, false), (0xffff_ffff, false)]),
-        ("SCMP_CMP_GE", 10, 0, [(10, true), (9, false), (1 << 40, true)]),
-        ("SCMP_CMP_LT", 0x2_0000_0000, 0, [(0x1_ffff_ffff, true), (0x2_0000_0000, false), (0x3_0000_0000, false)]),
+        (
+            "SCMP_CMP_EQ",
+            0x1_0000_0005u64,
+            0u64,
+            [(0x1_0000_0005u64, true), (5, false), (0x1_0000_0006, false)],
+        ),
+        (
+            "SCMP_CMP_NE",
+            7,
+            0,
+            [(7, false), (8, true), (0x1_0000_0007, true)],
+        ),
+        (
+            "SCMP_CMP_GT",
+            0x1_0000_0000,
+            0,
+            [
+                (0x1_0000_0001, true),
+                (0x1_0000_0000, false),
+                (0xffff_ffff, false),
+            ],
+        ),
+        (
+            "SCMP_CMP_GE",
+            10,
+            0,
+            [(10, true), (9, false), (1 << 40, true)],
+        ),
+        (
+            "SCMP_CMP_LT",
+            0x2_0000_0000,
+            0,
+            [
+                (0x1_ffff_ffff, true),
+                (0x2_0000_0000, false),
+                (0x3_0000_0000, false),
+            ],
+        ),
         ("SCMP_CMP_LE", 10, 0, [(10, true), (11, false), (0, true)]),
-        ("SCMP_CMP_MASKED_EQ", 0xff00_0000_00f0, 0x1200_0000_0030, [(0x12ab_0000_0031, true), (0x1300_0000_0030, false), (0x1200_0000_0040, false)]),
+        (
+            "SCMP_CMP_MASKED_EQ",
+            0xff00_0000_00f0,
+            0x1200_0000_0030,
+            [
+                (0x12ab_0000_0031, true),
+                (0x1300_0000_0030, false),
+                (0x1200_0000_0040, false),
+            ],
+        ),
     ];
     for arch in ALL {
         for (op, value, two, probes) in cases {

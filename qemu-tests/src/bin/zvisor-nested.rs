@@ -90,11 +90,15 @@ fn run() -> Result<bool, String> {
     );
     let out = run_nested(&plan, &k, &GuestBinaries { init, zvisor })?;
     let p = problems(&plan, &out, l2_image_bytes(&k));
-    eprintln!(
-        "zvisor-nested: L1 ran {:.1} s; console saved in {}",
-        out.run.elapsed.as_secs_f64(),
-        out.log.display()
-    );
+    for (i, b) in out.boots.iter().enumerate() {
+        eprintln!(
+            "zvisor-nested: L1 boot {} ran {:.1} s{}; console saved in {}",
+            i + 1,
+            b.run.elapsed.as_secs_f64(),
+            if b.run.stalled { " and hung" } else { "" },
+            b.log.display()
+        );
+    }
     for c in &out.checks {
         let tries: Vec<String> = c
             .attempts

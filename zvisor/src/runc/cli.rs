@@ -6,7 +6,11 @@ use clap::{Args, Parser, Subcommand};
 
 /// zvisor's OCI runtime.
 #[derive(Parser, Debug)]
-#[command(name = "zvisor-runc", version, about = "zvisor's runc-compatible OCI runtime")]
+#[command(
+    name = "zvisor-runc",
+    version,
+    about = "zvisor's runc-compatible OCI runtime"
+)]
 pub struct Cli {
     /// Root directory of container state.
     #[arg(long, global = true, default_value = "/run/zvisor-runc")]
@@ -241,21 +245,87 @@ pub struct UpdateArgs {
 
 /// Long flag names runc also accepts with a single dash (`-root`).
 pub const LONG_NAMES: &[&str] = &[
-    "root", "log", "log-format", "debug", "systemd-cgroup", "rootless", "criu", "bundle",
-    "pid-file", "console-socket", "no-pivot", "no-new-keyring", "preserve-fds", "detach",
-    "keep", "force", "all", "format", "quiet", "process", "tty", "cwd", "env", "user",
-    "additional-gids", "cap", "no-new-privs", "resources", "memory", "memory-swap",
-    "memory-reservation", "cpu-shares", "cpu-quota", "cpu-period", "cpuset-cpus",
-    "cpuset-mems", "pids-limit", "blkio-weight", "apparmor", "process-label",
+    "root",
+    "log",
+    "log-format",
+    "debug",
+    "systemd-cgroup",
+    "rootless",
+    "criu",
+    "bundle",
+    "pid-file",
+    "console-socket",
+    "no-pivot",
+    "no-new-keyring",
+    "preserve-fds",
+    "detach",
+    "keep",
+    "force",
+    "all",
+    "format",
+    "quiet",
+    "process",
+    "tty",
+    "cwd",
+    "env",
+    "user",
+    "additional-gids",
+    "cap",
+    "no-new-privs",
+    "resources",
+    "memory",
+    "memory-swap",
+    "memory-reservation",
+    "cpu-shares",
+    "cpu-quota",
+    "cpu-period",
+    "cpuset-cpus",
+    "cpuset-mems",
+    "pids-limit",
+    "blkio-weight",
+    "apparmor",
+    "process-label",
 ];
 
 /// Long flags that take a value (as a separate argument).
 const VALUE_FLAGS: &[&str] = &[
-    "root", "log", "log-format", "rootless", "criu", "bundle", "pid-file", "console-socket",
-    "preserve-fds", "format", "process", "cwd", "env", "user", "additional-gids", "cap",
-    "resources", "memory", "memory-swap", "memory-reservation", "cpu-shares", "cpu-quota",
-    "cpu-period", "cpuset-cpus", "cpuset-mems", "pids-limit", "blkio-weight", "apparmor",
-    "process-label", "b", "p", "f", "e", "u", "g", "c", "r",
+    "root",
+    "log",
+    "log-format",
+    "rootless",
+    "criu",
+    "bundle",
+    "pid-file",
+    "console-socket",
+    "preserve-fds",
+    "format",
+    "process",
+    "cwd",
+    "env",
+    "user",
+    "additional-gids",
+    "cap",
+    "resources",
+    "memory",
+    "memory-swap",
+    "memory-reservation",
+    "cpu-shares",
+    "cpu-quota",
+    "cpu-period",
+    "cpuset-cpus",
+    "cpuset-mems",
+    "pids-limit",
+    "blkio-weight",
+    "apparmor",
+    "process-label",
+    "b",
+    "p",
+    "f",
+    "e",
+    "u",
+    "g",
+    "c",
+    "r",
 ];
 
 /// Rewrites `-root` to `--root` for runc's single-dash long flags, up to
@@ -312,7 +382,9 @@ mod tests {
     #[test]
     fn single_dash_long_flags_until_the_id() {
         assert_eq!(
-            normalize_args(v("r -root /x -log-format json create -bundle /b -pid-file p c1")),
+            normalize_args(v(
+                "r -root /x -log-format json create -bundle /b -pid-file p c1"
+            )),
             v("r --root /x --log-format json create --bundle /b --pid-file p c1")
         );
         assert_eq!(
@@ -329,7 +401,8 @@ mod tests {
         ))
         .unwrap();
         assert!(matches!(c.cmd, Cmd::Create(ref a) if a.id == "c1" && a.console_socket.is_some()));
-        let c = Cli::try_parse_from(v("zvisor-runc exec -d --pid-file /p --process /j c1")).unwrap();
+        let c =
+            Cli::try_parse_from(v("zvisor-runc exec -d --pid-file /p --process /j c1")).unwrap();
         assert!(matches!(c.cmd, Cmd::Exec(ref e) if e.detach && e.process.is_some()));
         let c = Cli::try_parse_from(v("zvisor-runc exec c1 sh -c true")).unwrap();
         assert!(matches!(c.cmd, Cmd::Exec(ref e) if e.command == v("sh -c true")));

@@ -182,8 +182,8 @@ fn exec(root: &Path, e: &ExecArgs) -> Result<i32> {
     }
     let mut proc_: Process = match &e.process {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             serde_json::from_str(&text)
                 .with_context(|| format!("invalid process file {}", p.display()))?
         }
@@ -307,7 +307,11 @@ fn list(root: &Path, format: &str, quiet: bool) -> Result<i32> {
             let v: Vec<serde_json::Value> = all
                 .iter()
                 .map(|(r, st)| {
-                    let pid = if *st == Status::Stopped { 0 } else { r.pid.unwrap_or(0) };
+                    let pid = if *st == Status::Stopped {
+                        0
+                    } else {
+                        r.pid.unwrap_or(0)
+                    };
                     serde_json::json!({
                         "ociVersion": "1.0.2", "id": r.id, "pid": pid, "status": st.to_string(),
                         "bundle": r.bundle, "rootfs": r.rootfs, "created": r.created,
@@ -318,9 +322,16 @@ fn list(root: &Path, format: &str, quiet: bool) -> Result<i32> {
             println!("{}", serde_json::to_string(&v)?);
         }
         "table" => {
-            println!("{:<20} {:<8} {:<10} {:<40} {:<32} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+            println!(
+                "{:<20} {:<8} {:<10} {:<40} {:<32} OWNER",
+                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+            );
             for (r, st) in &all {
-                let pid = if *st == Status::Stopped { 0 } else { r.pid.unwrap_or(0) };
+                let pid = if *st == Status::Stopped {
+                    0
+                } else {
+                    r.pid.unwrap_or(0)
+                };
                 println!(
                     "{:<20} {:<8} {:<10} {:<40} {:<32} root",
                     r.id,

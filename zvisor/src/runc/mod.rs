@@ -35,7 +35,9 @@ fn init_logging(cli: &Cli) {
     let level = if cli.debug { "debug" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ZVISOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
     let file = cli.log.as_ref().and_then(|p| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -66,7 +68,11 @@ fn report_error(cli: &Cli, msg: &str) {
     } else {
         format!("level=error msg={msg:?}")
     };
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = writeln!(f, "{line}");
     }
 }

@@ -57,8 +57,15 @@ pub fn default_spec(rootless: bool) -> Value {
 
 /// `features` output (OCI runtime features document).
 pub fn features() -> Value {
-    let ops = ["SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE",
-        "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"];
+    let ops = [
+        "SCMP_CMP_NE",
+        "SCMP_CMP_LT",
+        "SCMP_CMP_LE",
+        "SCMP_CMP_EQ",
+        "SCMP_CMP_GE",
+        "SCMP_CMP_GT",
+        "SCMP_CMP_MASKED_EQ",
+    ];
     json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",

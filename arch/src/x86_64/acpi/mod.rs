@@ -38,6 +38,12 @@ pub enum AcpiError {
     /// A virtio device outside the 32-bit MMIO gap.
     #[error("virtio-mmio device at {0:#x} is outside the 32-bit MMIO gap")]
     BadDevice(u64),
+    /// A virtio device window overlapping another one.
+    #[error("virtio-mmio device at {0:#x} overlaps another device")]
+    Overlap(u64),
+    /// A virtio device on an IRQ that is not free for it.
+    #[error("virtio-mmio device at {0:#x} uses IRQ {1}; free IRQs are {first}..={last}", first = layout::VIRTIO_IRQ_BASE, last = layout::IRQ_MAX)]
+    BadIrq(u64, u32),
 }
 
 const OEM_ID: &[u8; 6] = b"ZVISOR";
@@ -210,11 +216,24 @@ pub fn build(cfg: &AcpiConfig) -> Result<Vec<(u64, Vec<u8>)>, AcpiError> {
     if cfg.cpus == 0 || cfg.cpus > 254 {
         return Err(AcpiError::TooManyCpus(cfg.cpus));
     }
-    for d in &cfg.virtio {
+    for (i, d) in cfg.virtio.iter().enumerate() {
         if d.base < layout::MMIO_GAP_START
+            || d.size == 0
+            || d.size > u64::from(u32::MAX)
             || d.base.saturating_add(d.size) > u64::from(layout::IOAPIC_ADDR)
         {
             return Err(AcpiError::BadDevice(d.base));
+        }
+        if !(layout::VIRTIO_IRQ_BASE..=layout::IRQ_MAX).contains(&d.irq)
+            || cfg.virtio[..i].iter().any(|o| o.irq == d.irq)
+        {
+            return Err(AcpiError::BadIrq(d.base, d.irq));
+        }
+        if cfg.virtio[..i]
+            .iter()
+            .any(|o| d.base < o.base + o.size && o.base < d.base + d.size)
+        {
+            return Err(AcpiError::Overlap(d.base));
         }
     }
     let dsdt_addr = layout::ACPI_ADDR + 0x40;
@@ -317,5 +336,39 @@ mod tests {
             }],
         };
         assert_eq!(build(&cfg).unwrap_err(), AcpiError::BadDevice(0x1000));
+        let dev = |base, irq| VirtioMmioDevice {
+            base,
+            size: 0x1000,
+            irq,
+        };
+        let base = layout::VIRTIO_MMIO_BASE;
+        let cfg = AcpiConfig {
+            cpus: 1,
+            virtio: vec![dev(base, 5), dev(base + 0x800, 6)],
+        };
+        assert_eq!(build(&cfg).unwrap_err(), AcpiError::Overlap(base + 0x800));
+        let cfg = AcpiConfig {
+            cpus: 1,
+            virtio: vec![dev(base, 5), dev(base + 0x1000, 5)],
+        };
+        assert_eq!(
+            build(&cfg).unwrap_err(),
+            AcpiError::BadIrq(base + 0x1000, 5)
+        );
+        let cfg = AcpiConfig {
+            cpus: 1,
+            virtio: vec![dev(base, 4)],
+        };
+        assert_eq!(build(&cfg).unwrap_err(), AcpiError::BadIrq(base, 4));
+        let cfg = AcpiConfig {
+            cpus: 1,
+            virtio: (0..19)
+                .filter_map(layout::virtio_mmio_slot)
+                .map(|(b, _, i)| dev(b, i))
+                .collect(),
+        };
+        let t = build(&cfg).unwrap();
+        let dsdt = &t[1].1;
+        assert_eq!(dsdt.windows(8).filter(|w| w == b"LNRO0005").count(), 19);
     }
 }

@@ -33,12 +33,9 @@ pub(super) fn load(
     let himem = Some(GuestAddress(layout::HIMEM_START));
     let lerr = |e| Error::LoadKernel(config.kernel.clone(), e);
     let (entry, kernel_end, cmdline_max) = match info {
-        KernelInfo::BzImage {
-            load, cmdline_size, ..
-        } => {
+        KernelInfo::BzImage { cmdline_size, .. } => {
             let r = BzImage::load(mem, None, kfile, himem).map_err(lerr)?;
             // The 64-bit entry point is 0x200 past the protected-mode start.
-            let _ = load;
             (
                 Entry::Long(r.kernel_load.0 + 0x200),
                 info.needs_end(),

@@ -20,7 +20,7 @@ use vmm_sys_util::eventfd::EventFd;
 use zvisor_vmm::bus::Bus;
 use zvisor_vmm::memory::GuestMemory;
 use zvisor_vmm::virtio::VirtioDevice;
-use zvisor_vmm::{MemorySize, Platform, VcpuExit, VmConfig};
+use zvisor_vmm::{MemorySize, Platform, VmConfig};
 
 use super::devices::{AcpiPm, ExitLatch, PvPanic, I8042};
 use super::layout::{self, MemoryLayout};
@@ -77,7 +77,7 @@ pub enum Error {
     Acpi(#[from] acpi::AcpiError),
     /// Guest memory could not be mapped.
     #[error(transparent)]
-    Memory2(#[from] zvisor_vmm::memory::MemoryError),
+    GuestMemory(#[from] zvisor_vmm::memory::MemoryError),
     /// Writing boot structures into guest memory failed.
     #[error("cannot write {0} into guest memory: {1}")]
     GuestWrite(&'static str, vm_memory::GuestMemoryError),
@@ -127,6 +127,10 @@ impl Platform for X86Platform {
     type Vcpu = X86Vcpu;
     type Error = Error;
 
+    fn mmio_slot(index: u32) -> Option<(u64, u64, u32)> {
+        layout::virtio_mmio_slot(index)
+    }
+
     fn build(
         config: &VmConfig,
         mmio: &mut Bus,
@@ -134,8 +138,9 @@ impl Platform for X86Platform {
     ) -> Result<(Self, Vec<X86Vcpu>), Error> {
         // Check the user's files first, then the host.
         let max_devices = (layout::IRQ_MAX - layout::VIRTIO_IRQ_BASE + 1) as usize;
-        if devices.len() > max_devices {
-            return Err(Error::TooManyDevices(devices.len()));
+        let total = config.mmio_devices.len() + devices.len();
+        if total > max_devices {
+            return Err(Error::TooManyDevices(total));
         }
         let mem_layout =
             MemoryLayout::new(config.memory.0).map_err(|e| Error::Memory(config.memory, e))?;
@@ -174,9 +179,15 @@ impl Platform for X86Platform {
         }
         vm.create_irq_chip()
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-        // No PIT: the FADT is hardware-reduced, so Linux uses neither the PIT
-        // nor the 8259s (it takes its clock from kvmclock and the LAPIC
-        // timer), and KVM's PIT kthread costs ~10 ms at VM teardown here.
+        // KVM's in-kernel PIT, as Firecracker and QEMU provide it: guests
+        // booted without ACPI (acpi=off) or without kvmclock calibrate their
+        // timers with it. Linux on our hardware-reduced FADT does not use it;
+        // its only cost is KVM's PIT kthread at teardown (docs/x86_64.md).
+        let pit = kvm_bindings::kvm_pit_config {
+            flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
 
         let regions: Vec<_> = mem_layout
             .regions
@@ -198,7 +209,18 @@ impl Platform for X86Platform {
                 .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
         }
 
-        let virtio = virtio::attach(&vm, &mem, mmio, devices)?;
+        // Slots the core already used (VmConfig::mmio_devices) come first.
+        let mut virtio: Vec<acpi::VirtioMmioDevice> = config
+            .mmio_devices
+            .iter()
+            .map(|d| acpi::VirtioMmioDevice {
+                base: d.base,
+                size: d.size,
+                irq: d.irq,
+            })
+            .collect();
+        let first = virtio.len();
+        virtio.extend(virtio::attach(&vm, &mem, mmio, first, devices)?);
         let entry = load::load(config, &mem, &mem_layout, &info, &mut kfile, initrd, virtio)?;
 
         // Devices on the port I/O bus.
@@ -225,6 +247,11 @@ impl Platform for X86Platform {
             AcpiPm::LEN,
             Arc::new(Mutex::new(AcpiPm::new(latch.clone()))),
         )?;
+        for d in &config.mmio_devices {
+            if let Some(fd) = &d.irq_fd {
+                vm.register_irqfd(fd, d.irq).map_err(kvm_err("KVM_IRQFD"))?;
+            }
+        }
         serial::spawn_stdin_reader(serial, config.console);
 
         let pio = Arc::new(pio);
@@ -257,6 +284,3 @@ pub(crate) enum Entry {
     /// PVH: 32-bit protected mode at `rip`, hvm_start_info in ebx.
     Pvh(u64),
 }
-
-// Keep the trait's exit type in scope for the vCPU module.
-pub(crate) type Exit = VcpuExit;

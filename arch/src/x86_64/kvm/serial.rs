@@ -22,7 +22,22 @@ impl Trigger for IrqTrigger {
 }
 
 /// The serial port as a port I/O bus device.
-pub struct SerialDevice(Serial<IrqTrigger, NoEvents, Box<dyn Write + Send>>);
+pub struct SerialDevice {
+    uart: Serial<IrqTrigger, NoEvents, Box<dyn Write + Send>>,
+    /// The line control register, to tell IER from the divisor latch.
+    lcr: u8,
+    /// The guest has the received-data interrupt on.
+    rx_irq: bool,
+    /// The guest has the FIFOs on.
+    fifo_on: bool,
+}
+
+const IER: u64 = 1;
+const FCR: u64 = 2;
+const LCR: u64 = 3;
+const FCR_ENABLE_FIFO: u8 = 0x01;
+const LCR_DLAB: u8 = 0x80;
+const IER_RDI: u8 = 0x01;
 
 impl SerialDevice {
     /// A serial port that raises `irq` and writes to stdout (or nowhere).
@@ -31,18 +46,38 @@ impl SerialDevice {
             ConsoleMode::Native => Box::new(std::io::stdout()),
             ConsoleMode::Off => Box::new(std::io::sink()),
         };
-        SerialDevice(Serial::new(IrqTrigger(irq), out))
+        SerialDevice {
+            uart: Serial::new(IrqTrigger(irq), out),
+            lcr: 0,
+            rx_irq: false,
+            fifo_on: false,
+        }
+    }
+}
+
+impl SerialDevice {
+    /// The guest's driver has the port open: FIFOs and the received-data
+    /// interrupt on (Linux's 8250 driver sets both once it has started the
+    /// port; probing and console writes toggle them one at a time).
+    fn rx_ready(&self) -> bool {
+        self.rx_irq && self.fifo_on
     }
 }
 
 impl BusDevice for SerialDevice {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
-        data[0] = self.0.read(offset as u8);
+        data[0] = self.uart.read(offset as u8);
     }
     fn write(&mut self, offset: u64, data: &[u8]) {
         if let Some(&v) = data.first() {
-            if let Err(e) = self.0.write(offset as u8, v) {
+            match offset {
+                LCR => self.lcr = v,
+                IER if self.lcr & LCR_DLAB == 0 => self.rx_irq = v & IER_RDI != 0,
+                FCR => self.fifo_on = v & FCR_ENABLE_FIFO != 0,
+                _ => {}
+            }
+            if let Err(e) = self.uart.write(offset as u8, v) {
                 debug!("serial write: {e}");
             }
         }
@@ -50,7 +85,10 @@ impl BusDevice for SerialDevice {
 }
 
 /// Feeds stdin into the serial port's receive FIFO from a thread. Bytes
-/// wait (not dropped) while the guest has not drained the FIFO.
+/// wait (they are not dropped) while the guest has not drained the FIFO, and
+/// until the guest's driver has opened the port: Linux's 8250 driver reads
+/// (and so would lose) whatever is in the FIFO while it probes and starts
+/// the port.
 pub fn spawn_stdin_reader(serial: Arc<Mutex<SerialDevice>>, console: ConsoleMode) {
     if console != ConsoleMode::Native {
         return;
@@ -69,11 +107,15 @@ pub fn spawn_stdin_reader(serial: Arc<Mutex<SerialDevice>>, console: ConsoleMode
                 while !pending.is_empty() {
                     let sent = {
                         let mut s = serial.lock().unwrap_or_else(|p| p.into_inner());
-                        s.0.enqueue_raw_bytes(pending).unwrap_or(0)
+                        if s.rx_ready() {
+                            s.uart.enqueue_raw_bytes(pending).unwrap_or(0)
+                        } else {
+                            0
+                        }
                     };
                     pending = &pending[sent..];
                     if !pending.is_empty() {
-                        std::thread::sleep(Duration::from_millis(2));
+                        std::thread::sleep(Duration::from_millis(5));
                     }
                 }
             }

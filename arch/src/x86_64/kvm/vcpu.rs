@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 
-use kvm_bindings::{kvm_cpuid_entry2, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, CpuId, Msrs};
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_xcrs, CpuId, Msrs,
+};
 use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd, VmFd};
 use tracing::{debug, trace};
 use zvisor_vmm::bus::Bus;
-use zvisor_vmm::{GuestExit, PlatformVcpu};
+use zvisor_vmm::{GuestExit, PlatformVcpu, VcpuExit as Exit};
 
-use super::{kvm_err, Entry, Error, Exit};
+use super::{kvm_err, Entry, Error};
 use crate::x86_64::boot::{self, Segment};
 use crate::x86_64::cpuid::{self, CpuidEntry};
 use crate::x86_64::devices::ExitLatch;
@@ -107,7 +109,28 @@ impl X86Vcpu {
             .collect();
         let out = CpuId::from_entries(&filtered)
             .map_err(|_| Error::Kvm("KVM_SET_CPUID2", kvm_ioctls::Error::new(libc::E2BIG)))?;
-        self.fd.set_cpuid2(&out).map_err(kvm_err("KVM_SET_CPUID2"))
+        self.fd
+            .set_cpuid2(&out)
+            .map_err(kvm_err("KVM_SET_CPUID2"))?;
+        // After the CPUID: KVM checks XCR0 against the guest's CPUID.
+        self.set_xcr0(&entries);
+        Ok(())
+    }
+
+    /// XCR0: see [`cpuid::initial_xcr0`]. Not fatal when refused.
+    fn set_xcr0(&self, supported: &[CpuidEntry]) {
+        let Some(value) = cpuid::initial_xcr0(supported) else {
+            return;
+        };
+        let mut xcrs = kvm_xcrs {
+            nr_xcrs: 1,
+            ..Default::default()
+        };
+        xcrs.xcrs[0].xcr = 0;
+        xcrs.xcrs[0].value = value;
+        if let Err(e) = self.fd.set_xcrs(&xcrs) {
+            debug!(vcpu = self.id, "XCR0 {value:#x} not set: {e}");
+        }
     }
 
     /// Boot MSRs, set one at a time: kvm_pvm refuses some that real KVM takes,
