@@ -96,8 +96,13 @@ fn guest_finds_and_reaches_virtio_mmio_devices() {
             .unwrap();
         bus.insert(devices[1].base, devices[1].size, second.clone())
             .unwrap();
-        let exit =
-            zvisor_vmm::runner::run::<X86Platform>(&config(kernel, devices), bus, |_| {}).unwrap();
+        let exit = zvisor_vmm::runner::run::<X86Platform>(
+            &config(kernel, devices),
+            bus,
+            Vec::new(),
+            |_| {},
+        )
+        .unwrap();
         assert_eq!(exit, GuestExit::PowerOff, "{kernel}");
         // The guest found the first device through the DSDT, read its magic
         // and wrote it back at 0x70; the second device was left alone.
@@ -117,16 +122,24 @@ fn bad_device_lists_are_refused() {
     }
     let mut d = slot(0);
     d.irq = 4; // the serial port's
-    let e =
-        zvisor_vmm::runner::run::<X86Platform>(&config("tiny.elf", vec![d]), Bus::new(), |_| {})
-            .map(|_| ())
-            .unwrap_err();
+    let e = zvisor_vmm::runner::run::<X86Platform>(
+        &config("tiny.elf", vec![d]),
+        Bus::new(),
+        Vec::new(),
+        |_| {},
+    )
+    .map(|_| ())
+    .unwrap_err();
     assert!(e.to_string().contains("uses IRQ 4"), "{e}");
     let (a, b) = (slot(0), slot(0));
-    let e =
-        zvisor_vmm::runner::run::<X86Platform>(&config("tiny.elf", vec![a, b]), Bus::new(), |_| {})
-            .map(|_| ())
-            .unwrap_err();
+    let e = zvisor_vmm::runner::run::<X86Platform>(
+        &config("tiny.elf", vec![a, b]),
+        Bus::new(),
+        Vec::new(),
+        |_| {},
+    )
+    .map(|_| ())
+    .unwrap_err();
     assert!(
         e.to_string().contains("IRQ") || e.to_string().contains("overlaps"),
         "{e}"

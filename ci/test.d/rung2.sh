@@ -5,6 +5,10 @@
 #  - x86_64_nested: an L1 Linux under QEMU TCG with nested SVM loads
 #    kvm-amd and runs `zvisor run` for two L2 microVMs (1 vCPU/256 MiB,
 #    2 vCPUs/512 MiB), each checked for its marker, nproc and MemTotal.
+#  - x86_64_virtio: one more L1 (two virtio-pci disks from QEMU) runs four
+#    L2s with Debian's virtio drivers: ext4 on virtio-blk (host e2fsck after),
+#    a read-only disk, virtio-rng, hvc0, virtio-net TCP both ways (needs
+#    e2fsprogs and busybox-static on the host).
 # Missing assets or QEMU fail this stage (ZVISOR_REQUIRE_RUNG2=1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

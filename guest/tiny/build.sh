@@ -12,9 +12,9 @@ flags="-m64 -O2 -std=gnu11 -Wall -Wextra -Werror -ffreestanding -fno-pic -fno-pi
  -fno-stack-protector -mno-red-zone -mgeneral-regs-only -fno-asynchronous-unwind-tables
  -fcf-protection=none -nostdlib -static -Wl,--build-id=none -Wl,-T,$src/tiny.ld -Wl,-z,noexecstack -Wl,--no-warn-rwx-segments"
 # shellcheck disable=SC2086
-$CC $flags -o "$out/tiny.elf" "$src/entry.S" "$src/main.c"
+$CC $flags -o "$out/tiny.elf" "$src/entry.S" "$src/main.c" "$src/virtio_blk.c"
 # shellcheck disable=SC2086
-$CC $flags -DPVH_NOTE -o "$out/tiny-pvh.elf" "$src/entry.S" "$src/main.c"
+$CC $flags -DPVH_NOTE -o "$out/tiny-pvh.elf" "$src/entry.S" "$src/main.c" "$src/virtio_blk.c"
 objcopy -O binary -j .text "$out/tiny.elf" "$out/tiny.bin"
 $CC -c -o "$out/setup.o" "$src/setup.S"
 objcopy -O binary -j .setup "$out/setup.o" "$out/setup.bin"

@@ -26,13 +26,19 @@ static inline u8 inb(u16 port)
 	return v;
 }
 
-static void putc(char c) { outb(0x3f8, (u8)c); }
-static void puts(const char *s)
+void putc(char c);
+void puts(const char *s);
+void puthex(u64 v);
+void putdec(u64 v);
+void virtio_blk_test(u64 dsdt, const char *wr);
+
+void putc(char c) { outb(0x3f8, (u8)c); }
+void puts(const char *s)
 {
 	while (*s)
 		putc(*s++);
 }
-static void puthex(u64 v)
+void puthex(u64 v)
 {
 	char b[19];
 	int i = 18;
@@ -45,7 +51,7 @@ static void puthex(u64 v)
 	b[--i] = '0';
 	puts(&b[i]);
 }
-static void putdec(u64 v)
+void putdec(u64 v)
 {
 	char b[21];
 	int i = 20;
@@ -136,6 +142,17 @@ static u8 sleep_ctl_space; /* its GAS address space: 0 memory, 1 I/O */
 static int vmm_page_tables; /* 1: the VMM's 4 GiB identity map is live */
 extern u64 pd3[512];      /* our own page directory for 3..4 GiB (PVH) */
 static u32 madt_lapics;
+static u64 dsdt_addr;
+
+/* Makes the 2 MiB page holding `addr` (3..4 GiB) reachable under PVH, where
+ * our own page tables map only the IOAPIC and LAPIC there. */
+void map_mmio(u64 addr)
+{
+	if (vmm_page_tables || addr < 0xc0000000 || addr >= (1ULL << 32))
+		return;
+	pd3[(addr - 0xc0000000) >> 21] = (addr & ~0x1fffffULL) | 0x83;
+	__asm__ volatile("mov %%cr3, %%rax; mov %%rax, %%cr3" : : : "rax", "memory");
+}
 
 static u32 virtio_count;
 static u64 virtio_base; /* first LNRO0005 device's Memory32Fixed base */
@@ -180,6 +197,7 @@ static void table_line(u64 t)
 		u64 dsdt = R64(t + 140);
 		if (!dsdt)
 			dsdt = R32(t + 40);
+		dsdt_addr = dsdt;
 		if (dsdt)
 			table_line(dsdt);
 	}
@@ -245,15 +263,6 @@ static void start_aps(void)
 	puts("TINY smp up=");
 	putdec(*count + 1);
 	puts("\n");
-}
-
-/* Makes MMIO at addr in 3..4 GiB reachable when we run on our own page tables. */
-static void map_mmio(u64 addr)
-{
-	if (vmm_page_tables || addr < 0xc0000000 || addr >= (1ULL << 32))
-		return;
-	pd3[(addr - 0xc0000000) >> 21] = (addr & ~0x1fffffULL) | 0x83;
-	__asm__ volatile("mov %%cr3, %%rax; mov %%rax, %%cr3" : : : "rax", "memory");
 }
 
 /* ACPI S5 through the FADT's sleep control register (SLP_TYP 5, SLP_EN). */
@@ -355,6 +364,8 @@ void cmain(int mode, u64 p)
 	if (madt_lapics > 1)
 		start_aps();
 	pit_check();
+	if (cmdline && cmdline_value(cmdline, "tiny.blk"))
+		virtio_blk_test(dsdt_addr, cmdline_value(cmdline, "tiny.blk.write="));
 	puts("TINY ready\n");
 
 	const char *a = cmdline ? cmdline_value(cmdline, "tiny.action=") : 0;

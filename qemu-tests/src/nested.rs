@@ -333,6 +333,7 @@ pub fn run_nested(
             silence_timeout: Some(plan.l1_silence_timeout()),
             log: Some(log.clone()),
             echo: plan.echo,
+            extra: Vec::new(),
         };
         let run = spec.run()?;
         let t = Transcript::parse(&run.output);

@@ -35,6 +35,8 @@ pub struct QemuSpec {
     pub log: Option<PathBuf>,
     /// Also copy the console to stderr as it arrives.
     pub echo: bool,
+    /// Extra QEMU arguments (drives for L1, ...), appended last.
+    pub extra: Vec<String>,
 }
 
 /// What a run produced.
@@ -72,6 +74,7 @@ impl QemuSpec {
             "-append".into(),
             format!("console={} {}", self.arch.console(), self.append),
         ]);
+        a.extend(self.extra.iter().cloned());
         a
     }
 
@@ -191,6 +194,7 @@ mod tests {
             silence_timeout: silence,
             log: None,
             echo: false,
+            extra: Vec::new(),
         }
     }
 
@@ -237,6 +241,7 @@ mod tests {
             silence_timeout: None,
             log: None,
             echo: false,
+            extra: Vec::new(),
         };
         let a = s.args().join(" ");
         for want in [

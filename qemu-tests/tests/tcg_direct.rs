@@ -54,6 +54,7 @@ fn boot_direct(arch: GuestArch, cpus: u32, memory_mib: u64, nested: bool) {
         silence_timeout: Some(Duration::from_secs(90)),
         log: Some(dir.join("console.log")),
         echo: false,
+        extra: Vec::new(),
     };
     let run = spec.run().expect("qemu");
     let t = Transcript::parse(&run.output);

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::bus::Bus;
 use crate::config::VmConfig;
 use crate::exit::GuestExit;
+use crate::virtio::VirtioDevice;
 
 /// What one `KVM_RUN` round trip meant to the core.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +49,18 @@ pub trait Platform: Sized + Send + 'static {
     /// memory, loads the kernel and initrd, sets up arch devices and returns
     /// the VM with its vCPUs ready to enter the guest. Devices that the core
     /// places on the MMIO bus are already in `mmio`.
-    fn build(config: &VmConfig, mmio: &Bus) -> Result<(Self, Vec<Self::Vcpu>), Self::Error>;
+    ///
+    /// `devices` are transport-neutral virtio device models: the backend wraps
+    /// each in its own transport (virtio-mmio on x86_64 and aarch64, with an
+    /// ioeventfd per queue and an irqfd; virtio-ccw on s390x), describes it to
+    /// the guest (ACPI, device tree, channel subsystem) and, for MMIO
+    /// transports, inserts it into `mmio`. Their order is the order the guest
+    /// sees them in (the first disk is `/dev/vda`).
+    fn build(
+        config: &VmConfig,
+        mmio: &mut Bus,
+        devices: Vec<Box<dyn VirtioDevice>>,
+    ) -> Result<(Self, Vec<Self::Vcpu>), Self::Error>;
 
     /// Where the core should place MMIO device number `index` (virtio-mmio)
     /// so that this backend can describe it to the guest: `(base, size,

@@ -20,6 +20,7 @@ use crate::bus::Bus;
 use crate::config::VmConfig;
 use crate::exit::GuestExit;
 use crate::platform::{Platform, PlatformVcpu, VcpuExit};
+use crate::virtio::VirtioDevice;
 
 /// Errors from a VM run.
 #[derive(Debug, thiserror::Error)]
@@ -75,13 +76,15 @@ impl StopSender {
 
 /// Builds the VM with backend `P` and runs it until the guest stops, a vCPU
 /// fails, or a stop request arrives through the sender handed to `on_start`.
+/// `devices` are handed to the backend, which wraps each in its transport.
 pub fn run<P: Platform>(
     config: &VmConfig,
-    mmio: Bus,
+    mut mmio: Bus,
+    devices: Vec<Box<dyn VirtioDevice>>,
     on_start: impl FnOnce(StopSender),
 ) -> Result<GuestExit, RunError<P::Error>> {
     install_kick_handler();
-    let (platform, vcpus) = P::build(config, &mmio).map_err(RunError::Platform)?;
+    let (platform, vcpus) = P::build(config, &mut mmio, devices).map_err(RunError::Platform)?;
     let mmio = Arc::new(mmio);
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<Event<P::Error>>();
@@ -195,7 +198,11 @@ mod tests {
         const ARCH: &'static str = "fake";
         type Vcpu = FakeVcpu;
         type Error = FakeErr;
-        fn build(c: &VmConfig, _: &Bus) -> Result<(Self, Vec<FakeVcpu>), FakeErr> {
+        fn build(
+            c: &VmConfig,
+            _: &mut Bus,
+            _: Vec<Box<dyn VirtioDevice>>,
+        ) -> Result<(Self, Vec<FakeVcpu>), FakeErr> {
             let runs = RUNS.get_or_init(Default::default).clone();
             let stop_after = *STOP_AFTER.lock().unwrap();
             Ok((
@@ -216,11 +223,14 @@ mod tests {
         let mut cfg = VmConfig::new("/nonexistent");
         cfg.cpus = 3;
         *STOP_AFTER.lock().unwrap() = Some(5);
-        let r = run::<Fake>(&cfg, Bus::new(), |_| {}).unwrap();
+        let r = run::<Fake>(&cfg, Bus::new(), Vec::new(), |_| {}).unwrap();
         assert_eq!(r, GuestExit::PowerOff);
 
         *STOP_AFTER.lock().unwrap() = None;
-        let r = run::<Fake>(&cfg, Bus::new(), |s| s.stop(GuestExit::Signalled(15))).unwrap();
+        let r = run::<Fake>(&cfg, Bus::new(), Vec::new(), |s| {
+            s.stop(GuestExit::Signalled(15))
+        })
+        .unwrap();
         assert_eq!(r, GuestExit::Signalled(15));
     }
 }

@@ -245,8 +245,11 @@ fn queue_larger_than_max_or_rings_outside_ram() {
     assert_recovers(&mut d, &mut g);
 }
 
+/// Linux's virtio-rng posts a buffer and kicks during probe, before
+/// DRIVER_OK, then waits for it: nothing is served before DRIVER_OK, and the
+/// pending request is served at DRIVER_OK without another notify.
 #[test]
-fn notify_before_driver_ok_is_not_served() {
+fn buffers_posted_before_driver_ok_are_served_at_driver_ok() {
     let dir = TempDir::new("hostile");
     let mut g = Guest::new();
     let mut d = g.attach(blk(&dir), 0);
@@ -256,10 +259,8 @@ fn notify_before_driver_ok_is_not_served() {
     d.submit(0, &[(hdr, 16, false), (data, 512, true), (stat, 1, true)]);
     assert!(d.try_wait_used(0, Duration::from_millis(200)).is_none());
     d.driver_ok();
-    assert!(d.try_wait_used(0, Duration::from_millis(200)).is_none());
-    assert_eq!(d.status() & status::NEEDS_RESET, 0);
-    d.notify(0);
     assert_eq!(d.wait_used(0).1, 513);
+    assert_eq!(d.status() & status::NEEDS_RESET, 0);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! `zvisor run ...` boots a microVM. Invoked as `zvisor-runc` (a symlink or
 //! hard link), the same binary is the runc-compatible OCI runtime.
 
+mod devices;
 mod run;
 mod runc;
 

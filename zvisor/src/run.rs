@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use zvisor_arch::HostPlatform;
 use zvisor_vmm::bus::Bus;
+use zvisor_vmm::config::ConsoleMode;
 use zvisor_vmm::exit::code;
 use zvisor_vmm::runner::StopSender;
 use zvisor_vmm::{GuestExit, MemorySize, Platform, VmConfig};
@@ -38,6 +39,22 @@ pub struct RunArgs {
     /// KVM device node.
     #[arg(long, default_value = "/dev/kvm")]
     kvm: PathBuf,
+    /// virtio-blk disk: path=FILE[,readonly=on|off][,serial=ID]. Repeatable;
+    /// the first is /dev/vda (use root=/dev/vda in --cmdline to boot from it).
+    #[arg(long, value_name = "OPTIONS")]
+    disk: Vec<String>,
+    /// virtio-net NIC: tap=NAME[,mac=MAC] or fd=N[,mac=MAC]. Repeatable.
+    #[arg(long, value_name = "OPTIONS")]
+    net: Vec<String>,
+    /// virtio-vsock: cid=N,socket=PATH (host side: Firecracker's CONNECT protocol).
+    #[arg(long, value_name = "OPTIONS")]
+    vsock: Option<String>,
+    /// Guest console: serial (default; ttyS0) or virtio (hvc0 on stdin/stdout).
+    #[arg(long, value_name = "serial|virtio")]
+    console: Option<String>,
+    /// virtio-rng entropy device (/dev/hwrng in the guest).
+    #[arg(long)]
+    rng: bool,
 }
 
 /// Runs a VM and returns the process exit code.
@@ -162,11 +179,22 @@ fn run(args: RunArgs) -> Result<GuestExit> {
     cfg.cpus = args.cpus;
     cfg.memory = memory;
     cfg.kvm_path = args.kvm;
+    let devices = crate::devices::open(&crate::devices::DeviceArgs {
+        disks: args.disk,
+        nets: args.net,
+        vsock: args.vsock,
+        console: args.console,
+        rng: args.rng,
+    })?;
+    if devices.virtio_console {
+        cfg.console = ConsoleMode::Off;
+    }
+    let _socket = devices.socket;
     block_stop_signals()?;
     let slot = StopSlot::default();
     spawn_signal_waiter(slot.clone());
     let mut terminal = None;
-    let exit = zvisor_vmm::runner::run::<HostPlatform>(&cfg, Bus::new(), |stop| {
+    let exit = zvisor_vmm::runner::run::<HostPlatform>(&cfg, Bus::new(), devices.devices, |stop| {
         *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
         terminal = RawTerminal::enter();
     });

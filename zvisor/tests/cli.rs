@@ -226,6 +226,92 @@ fn cmdline_too_long() {
     );
 }
 
+/// Device options: one line, non-zero exit, nothing created.
+#[test]
+fn bad_device_options() {
+    let tmpdir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let k = "/nonexistent-kernel";
+    assert_refused(
+        &["--kernel", k, "--disk", "path=/nonexistent.img"],
+        &["--disk", "/nonexistent.img"],
+    );
+    assert_refused(
+        &["--kernel", k, "--disk", "path=/dev/null,readonly=maybe"],
+        &["--disk", "readonly", "maybe"],
+    );
+    assert_refused(&["--kernel", k, "--disk", "file=x"], &["--disk", "file"]);
+    assert_refused(
+        &["--kernel", k, "--net", "tap=t0,mac=01:02:03:04:05:06"],
+        &["--net", "multicast"],
+    );
+    assert_refused(
+        &["--kernel", k, "--vsock", "cid=2,socket=/x"],
+        &["--vsock", "cid"],
+    );
+    assert_refused(&["--kernel", k, "--console", "vga"], &["--console", "vga"]);
+    // A bad disk after a good vsock option: the socket is never created.
+    let sock = tmpdir.join("cli-never.sock");
+    let _ = std::fs::remove_file(&sock);
+    let v = format!("cid=3,socket={}", sock.display());
+    assert_refused(
+        &[
+            "--kernel",
+            k,
+            "--vsock",
+            &v,
+            "--disk",
+            "path=/nonexistent.img",
+        ],
+        &["--disk"],
+    );
+    assert!(!sock.exists());
+    // The VM fails to build (no kernel) after the socket was bound: removed.
+    let r = run(&["--kernel", k, "--vsock", &v]);
+    assert_ne!(r.code, Some(0));
+    assert!(!sock.exists(), "socket left behind: {r:?}");
+    // An existing file is never replaced.
+    std::fs::write(&sock, b"keep").unwrap();
+    assert_refused(&["--kernel", k, "--vsock", &v], &["--vsock", "exists"]);
+    assert_eq!(std::fs::read(&sock).unwrap(), b"keep");
+    std::fs::remove_file(&sock).unwrap();
+}
+
+/// A tap opened by name is not left behind when a later device fails.
+#[test]
+fn no_half_made_tap() {
+    let uid = effective_uid();
+    if uid != 0 || !Path::new("/dev/net/tun").exists() {
+        eprintln!("skipping no_half_made_tap: needs root and /dev/net/tun");
+        return;
+    }
+    let name = "zvcli0";
+    let r = run(&[
+        "--kernel",
+        "/nonexistent-kernel",
+        "--net",
+        &format!("tap={name}"),
+        "--vsock",
+        "cid=3,socket=/nonexistent-dir/v.sock",
+    ]);
+    assert_ne!(r.code, Some(0), "{r:?}");
+    assert!(r.stderr.contains("--vsock"), "{r:?}");
+    assert!(
+        !Path::new("/sys/class/net").join(name).exists(),
+        "tap {name} left behind"
+    );
+}
+
+fn effective_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next().map(|n| n.parse().unwrap_or(1)))
+        })
+        .unwrap_or(1)
+}
+
 /// A signal while the VM is still being built (here: opening a kernel that
 /// is a FIFO nobody writes to blocks) still ends zvisor with 128 + signal.
 #[test]

@@ -1,6 +1,7 @@
 //! KVM glue for aarch64. Not implemented yet: building a VM reports a clear error.
 
 use zvisor_vmm::bus::Bus;
+use zvisor_vmm::virtio::VirtioDevice;
 use zvisor_vmm::{Platform, PlatformVcpu, VcpuExit, VmConfig};
 
 /// Errors of the aarch64 backend.
@@ -28,7 +29,11 @@ impl Platform for Aarch64Platform {
     const ARCH: &'static str = "aarch64";
     type Vcpu = Aarch64Vcpu;
     type Error = Error;
-    fn build(_config: &VmConfig, _mmio: &Bus) -> Result<(Self, Vec<Aarch64Vcpu>), Error> {
+    fn build(
+        _config: &VmConfig,
+        _mmio: &mut Bus,
+        _devices: Vec<Box<dyn VirtioDevice>>,
+    ) -> Result<(Self, Vec<Aarch64Vcpu>), Error> {
         Err(Error::NotImplemented)
     }
 }

@@ -1,6 +1,7 @@
 //! KVM glue for s390x. Not implemented yet: building a VM reports a clear error.
 
 use zvisor_vmm::bus::Bus;
+use zvisor_vmm::virtio::VirtioDevice;
 use zvisor_vmm::{Platform, PlatformVcpu, VcpuExit, VmConfig};
 
 /// Errors of the s390x backend.
@@ -28,7 +29,11 @@ impl Platform for S390Platform {
     const ARCH: &'static str = "s390x";
     type Vcpu = S390Vcpu;
     type Error = Error;
-    fn build(_config: &VmConfig, _mmio: &Bus) -> Result<(Self, Vec<S390Vcpu>), Error> {
+    fn build(
+        _config: &VmConfig,
+        _mmio: &mut Bus,
+        _devices: Vec<Box<dyn VirtioDevice>>,
+    ) -> Result<(Self, Vec<S390Vcpu>), Error> {
         Err(Error::NotImplemented)
     }
 }

@@ -18,6 +18,7 @@ mod exec;
 mod plan;
 mod report;
 mod sys;
+mod vsock;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -201,6 +202,10 @@ fn run(pid1: bool) -> (bool, bool) {
 
 fn main() -> ExitCode {
     let pid1 = std::process::id() == 1;
+    let args: Vec<String> = std::env::args().collect();
+    if !pid1 && args.get(1).map(String::as_str) == Some("vsock") {
+        return vsock::main(&args[2..]);
+    }
     let (ok, reboot) = run(pid1);
     if !pid1 {
         return if ok {

@@ -95,10 +95,7 @@ impl VirtioDevice for Console {
         &[QUEUE_SIZE, QUEUE_SIZE]
     }
     fn features(&self) -> u64 {
-        features::VERSION_1
-            | features::RING_INDIRECT_DESC
-            | features::RING_EVENT_IDX
-            | F_EMERG_WRITE
+        features::VERSION_1 | features::RING_INDIRECT_DESC | F_EMERG_WRITE
     }
     fn ack_features(&mut self, value: u64) {
         self.acked = value & self.features();

@@ -242,7 +242,8 @@ impl MmioTransport {
                 Ok(e) => e,
                 Err(e) => return self.fail(&format!("cannot clone notify eventfd: {e}")),
             };
-            // Notifications before DRIVER_OK are not served.
+            // Notifications before DRIVER_OK are not served one by one; the
+            // device looks at every queue once right after activation.
             let _ = self.notify[i].read();
             let max = q.max_size();
             let mut queue = std::mem::replace(q, new_queue(max).unwrap_or_default());
@@ -257,7 +258,18 @@ impl MmioTransport {
         }
         let irq: Arc<dyn VirtioInterrupt> = self.shared.clone();
         match self.device.activate(self.mem.clone(), irq, active) {
-            Ok(()) => self.active = true,
+            Ok(()) => {
+                self.active = true;
+                // Linux's virtio-rng (and others) post a buffer and kick
+                // during probe, before DRIVER_OK, and then wait for it. Look
+                // at every queue once now, as QEMU does at DRIVER_OK; an empty
+                // ring costs the device one wakeup.
+                for n in &self.notify {
+                    if let Err(e) = n.write(1) {
+                        tracing::warn!("virtio-mmio: cannot signal queue at DRIVER_OK: {e}");
+                    }
+                }
+            }
             Err(e) => self.fail(&format!("activation failed: {e}")),
         }
     }

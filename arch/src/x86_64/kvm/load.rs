@@ -28,6 +28,7 @@ pub(super) fn load(
     info: &KernelInfo,
     kfile: &mut File,
     initrd: Option<(PathBuf, File, u64)>,
+    virtio: Vec<acpi::VirtioMmioDevice>,
 ) -> Result<Entry, Error> {
     let himem = Some(GuestAddress(layout::HIMEM_START));
     let lerr = |e| Error::LoadKernel(config.kernel.clone(), e);
@@ -90,15 +91,7 @@ pub(super) fn load(
     // ACPI.
     let tables = acpi::build(&acpi::AcpiConfig {
         cpus: config.cpus,
-        virtio: config
-            .mmio_devices
-            .iter()
-            .map(|d| acpi::VirtioMmioDevice {
-                base: d.base,
-                size: d.size,
-                irq: d.irq,
-            })
-            .collect(),
+        virtio,
     })?;
     for (addr, b) in &tables {
         write(mem, "ACPI tables", *addr, b)?;

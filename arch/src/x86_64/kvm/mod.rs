@@ -4,6 +4,7 @@
 mod load;
 mod serial;
 mod vcpu;
+mod virtio;
 
 use std::ffi::CString;
 use std::fs::File;
@@ -18,6 +19,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 use zvisor_vmm::bus::Bus;
 use zvisor_vmm::memory::GuestMemory;
+use zvisor_vmm::virtio::VirtioDevice;
 use zvisor_vmm::{MemorySize, Platform, VmConfig};
 
 use super::devices::{AcpiPm, ExitLatch, PvPanic, I8042};
@@ -85,9 +87,12 @@ pub enum Error {
     /// An eventfd could not be created.
     #[error("cannot create eventfd: {0}")]
     EventFd(std::io::Error),
-    /// Registering a device on the port I/O bus failed.
-    #[error("port I/O bus: {0}")]
+    /// Registering a device on the port I/O or MMIO bus failed.
+    #[error("device bus: {0}")]
     Bus(#[from] zvisor_vmm::bus::BusError),
+    /// More virtio devices than free interrupt lines.
+    #[error("{0} virtio devices given; x86_64 has room for at most {max}", max = layout::IRQ_MAX - layout::VIRTIO_IRQ_BASE + 1)]
+    TooManyDevices(usize),
 }
 
 /// The x86_64 KVM backend.
@@ -126,8 +131,17 @@ impl Platform for X86Platform {
         layout::virtio_mmio_slot(index)
     }
 
-    fn build(config: &VmConfig, _mmio: &Bus) -> Result<(Self, Vec<X86Vcpu>), Error> {
+    fn build(
+        config: &VmConfig,
+        mmio: &mut Bus,
+        devices: Vec<Box<dyn VirtioDevice>>,
+    ) -> Result<(Self, Vec<X86Vcpu>), Error> {
         // Check the user's files first, then the host.
+        let max_devices = (layout::IRQ_MAX - layout::VIRTIO_IRQ_BASE + 1) as usize;
+        let total = config.mmio_devices.len() + devices.len();
+        if total > max_devices {
+            return Err(Error::TooManyDevices(total));
+        }
         let mem_layout =
             MemoryLayout::new(config.memory.0).map_err(|e| Error::Memory(config.memory, e))?;
 
@@ -195,7 +209,19 @@ impl Platform for X86Platform {
                 .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
         }
 
-        let entry = load::load(config, &mem, &mem_layout, &info, &mut kfile, initrd)?;
+        // Slots the core already used (VmConfig::mmio_devices) come first.
+        let mut virtio: Vec<acpi::VirtioMmioDevice> = config
+            .mmio_devices
+            .iter()
+            .map(|d| acpi::VirtioMmioDevice {
+                base: d.base,
+                size: d.size,
+                irq: d.irq,
+            })
+            .collect();
+        let first = virtio.len();
+        virtio.extend(virtio::attach(&vm, &mem, mmio, first, devices)?);
+        let entry = load::load(config, &mem, &mem_layout, &info, &mut kfile, initrd, virtio)?;
 
         // Devices on the port I/O bus.
         let latch = Arc::new(ExitLatch::default());

@@ -9,7 +9,7 @@
 pub mod request;
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -112,7 +112,9 @@ impl Block {
             .open(&cfg.path)
             .map_err(open_err)?;
         lock(&file, cfg.readonly, &cfg.path)?;
-        let len = file.metadata().map_err(open_err)?.len();
+        // Seek to the end rather than stat: a block device (a partition,
+        // an LV, a host's /dev/vdX) reports st_size 0.
+        let len = (&file).seek(SeekFrom::End(0)).map_err(open_err)?;
         if len % 512 != 0 {
             tracing::warn!(
                 "disk image {} is not a whole number of sectors; the last {} bytes are not visible",

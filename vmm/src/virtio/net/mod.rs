@@ -93,9 +93,10 @@ impl Net {
                 m
             }
         };
+        // No RING_EVENT_IDX: the RX path never publishes avail_event, so a
+        // Linux driver would stop kicking when it refills RX buffers.
         let mut avail = features::VERSION_1
             | features::RING_INDIRECT_DESC
-            | features::RING_EVENT_IDX
             | f::CSUM
             | f::GUEST_CSUM
             | f::MAC

@@ -95,7 +95,7 @@ impl VirtioDevice for Vsock {
         &[QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE]
     }
     fn features(&self) -> u64 {
-        features::VERSION_1 | features::RING_INDIRECT_DESC | features::RING_EVENT_IDX
+        features::VERSION_1 | features::RING_INDIRECT_DESC
     }
     fn ack_features(&mut self, value: u64) {
         self.acked = value & self.features();
