@@ -325,3 +325,25 @@ fn no_leaks_after_200_cycles() {
     assert_eq!(mount_count(), mounts, "mounts left");
     assert_eq!(procs_with(&base), 0, "processes left");
 }
+
+#[test]
+fn time_namespace_with_offsets() {
+    require_root!();
+    if !std::path::Path::new("/proc/self/ns/time").exists() {
+        eprintln!("SKIPPED: no time namespaces in this kernel");
+        return;
+    }
+    let mut b = Bundle::new(&["cat", "/proc/uptime"]);
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "time"}));
+    b.config["linux"]["timeOffsets"] = json!({"boottime": {"secs": 10_000_000, "nanosecs": 0}});
+    let id = id("timens");
+    let out = b.ok(&["run", &id]);
+    let up: f64 = out.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(
+        up >= 10_000_000.0,
+        "uptime {up} carries the boottime offset"
+    );
+}
