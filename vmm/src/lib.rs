@@ -9,9 +9,11 @@ pub mod bus;
 pub mod config;
 pub mod endian;
 pub mod exit;
+pub mod interrupt;
 pub mod memory;
 pub mod platform;
 pub mod runner;
+pub mod virtio;
 
 pub use config::{MemorySize, VmConfig};
 pub use exit::GuestExit;

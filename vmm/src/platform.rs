@@ -50,6 +50,14 @@ pub trait Platform: Sized + Send + 'static {
     /// places on the MMIO bus are already in `mmio`.
     fn build(config: &VmConfig, mmio: &Bus) -> Result<(Self, Vec<Self::Vcpu>), Self::Error>;
 
+    /// Where the core should place MMIO device number `index` (virtio-mmio)
+    /// so that this backend can describe it to the guest: `(base, size,
+    /// irq)`, or `None` when there are no more slots (or no MMIO devices on
+    /// this arch).
+    fn mmio_slot(_index: u32) -> Option<(u64, u64, u32)> {
+        None
+    }
+
     /// Called once from the core's main thread after all vCPUs stopped.
     fn teardown(self) {}
 }

@@ -1,12 +1,20 @@
-//! `zvisor run`.
+//! `zvisor run`: boot a microVM with its console on this terminal.
+//!
+//! SIGINT, SIGTERM and SIGHUP are blocked in every thread and collected by
+//! one thread with `sigwait`, which stops the VM through the runner's
+//! [`StopSender`](zvisor_vmm::runner::StopSender) (or, while the VM is still
+//! being built, ends the process); the exit code is then 128 + the signal. When stdin is a terminal it is switched to raw mode
+//! (so Ctrl-C reaches the guest) and restored on every way out.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use zvisor_arch::HostPlatform;
 use zvisor_vmm::bus::Bus;
 use zvisor_vmm::exit::code;
+use zvisor_vmm::runner::StopSender;
 use zvisor_vmm::{GuestExit, MemorySize, Platform, VmConfig};
 
 /// Arguments of `zvisor run`.
@@ -49,6 +57,100 @@ pub fn main(args: RunArgs) -> i32 {
     }
 }
 
+const STOP_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+fn stop_sigset() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset only write the local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in STOP_SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks the stop signals in this thread and every thread it starts later.
+fn block_stop_signals() -> Result<()> {
+    let set = stop_sigset();
+    // SAFETY: `set` is a valid, initialized signal set.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        bail!(
+            "cannot block signals: {}",
+            std::io::Error::from_raw_os_error(r)
+        );
+    }
+    Ok(())
+}
+
+/// Where the signal thread sends its stop once the VM runs.
+type StopSlot = Arc<Mutex<Option<StopSender>>>;
+
+/// Waits for stop signals on its own thread. While the VM is being built
+/// (nothing to clean up yet, the terminal is not raw) a signal ends the
+/// process at once; once the VM runs it stops the VM through `slot`.
+fn spawn_signal_waiter(slot: StopSlot) {
+    let r = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let set = stop_sigset();
+            loop {
+                let mut sig = 0;
+                // SAFETY: `set` is valid and `sig` is a valid out pointer.
+                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                    return;
+                }
+                match &*slot.lock().unwrap_or_else(|p| p.into_inner()) {
+                    Some(stop) => stop.stop(GuestExit::Signalled(sig)),
+                    None => {
+                        eprintln!("zvisor: {}", GuestExit::Signalled(sig));
+                        std::process::exit(code::SIGNAL_BASE + sig);
+                    }
+                }
+            }
+        });
+    if let Err(e) = r {
+        tracing::warn!("no signal thread, SIGINT/SIGTERM will not stop the VM cleanly: {e}");
+    }
+}
+
+/// Raw mode on stdin while the VM runs; the saved settings come back on drop.
+struct RawTerminal(libc::termios);
+
+impl RawTerminal {
+    /// Switches stdin to raw mode if it is a terminal.
+    fn enter() -> Option<RawTerminal> {
+        // SAFETY: isatty/tcgetattr/tcsetattr on fd 0 with valid termios
+        // pointers; on failure nothing was changed.
+        unsafe {
+            if libc::isatty(0) != 1 {
+                return None;
+            }
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut saved) != 0 {
+                return None;
+            }
+            let mut raw = saved;
+            libc::cfmakeraw(&mut raw);
+            if libc::tcsetattr(0, libc::TCSANOW, &raw) != 0 {
+                return None;
+            }
+            Some(RawTerminal(saved))
+        }
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // SAFETY: restores settings read from the same fd.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, &self.0);
+        }
+    }
+}
+
 fn run(args: RunArgs) -> Result<GuestExit> {
     if args.cpus == 0 {
         bail!("--cpus must be at least 1");
@@ -60,7 +162,15 @@ fn run(args: RunArgs) -> Result<GuestExit> {
     cfg.cpus = args.cpus;
     cfg.memory = memory;
     cfg.kvm_path = args.kvm;
-    let exit = zvisor_vmm::runner::run::<HostPlatform>(&cfg, Bus::new(), |_stop| {})
-        .with_context(|| format!("{} VM", HostPlatform::ARCH))?;
+    block_stop_signals()?;
+    let slot = StopSlot::default();
+    spawn_signal_waiter(slot.clone());
+    let mut terminal = None;
+    let exit = zvisor_vmm::runner::run::<HostPlatform>(&cfg, Bus::new(), |stop| {
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
+        terminal = RawTerminal::enter();
+    });
+    drop(terminal);
+    let exit = exit.with_context(|| format!("{} VM", HostPlatform::ARCH))?;
     Ok(exit)
 }

@@ -1,0 +1,254 @@
+//! KVM glue for x86_64: builds the VM (memory, irqchip, PIT, devices,
+//! kernel, boot structures, vCPUs) and runs vCPUs.
+
+mod load;
+mod serial;
+mod vcpu;
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Kvm, VmFd};
+use tracing::{debug, warn};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+use zvisor_vmm::bus::Bus;
+use zvisor_vmm::memory::GuestMemory;
+use zvisor_vmm::{MemorySize, Platform, VmConfig};
+
+use super::devices::{AcpiPm, ExitLatch, PvPanic, I8042};
+use super::layout::{self, MemoryLayout};
+use super::{acpi, kernel};
+pub use vcpu::X86Vcpu;
+
+/// Errors of the x86_64 backend.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The KVM device could not be opened.
+    #[error("cannot open {0}: {1}")]
+    OpenKvm(PathBuf, std::io::Error),
+    /// The path opened but is not KVM.
+    #[error("{0} is not a KVM device (KVM_GET_API_VERSION failed)")]
+    NotKvm(PathBuf),
+    /// KVM speaks another API.
+    #[error("{0}: unsupported KVM API version {1} (need 12)")]
+    KvmApi(PathBuf, i32),
+    /// More vCPUs than KVM allows.
+    #[error("--cpus {0} exceeds this host's KVM limit of {1} vCPUs (KVM_CAP_MAX_VCPUS)")]
+    TooManyCpus(u32, usize),
+    /// More vCPUs than the MADT can hold.
+    #[error("--cpus {0} is more than the 254 vCPUs zvisor can describe to an x86_64 guest")]
+    TooManyApicIds(u32),
+    /// The memory size cannot be laid out.
+    #[error("--memory {0}: {1}")]
+    Memory(MemorySize, layout::LayoutError),
+    /// The kernel file cannot be opened.
+    #[error("cannot open kernel {0}: {1}")]
+    OpenKernel(PathBuf, std::io::Error),
+    /// The kernel file is not a bootable kernel.
+    #[error("kernel {0}: {1}")]
+    BadKernel(PathBuf, kernel::KernelError),
+    /// The kernel does not fit.
+    #[error("kernel {0} needs {1} MiB of guest RAM below 3 GiB, but --memory is {2}")]
+    KernelTooBig(PathBuf, u64, MemorySize),
+    /// linux-loader refused the kernel.
+    #[error("cannot load kernel {0}: {1}")]
+    LoadKernel(PathBuf, linux_loader::loader::Error),
+    /// The command line is too long.
+    #[error("--cmdline is {0} bytes; this kernel accepts at most {1}")]
+    CmdlineTooLong(usize, usize),
+    /// The command line has a NUL byte.
+    #[error("--cmdline contains a NUL byte")]
+    CmdlineNul,
+    /// The initrd file cannot be opened or read.
+    #[error("cannot read initrd {0}: {1}")]
+    Initrd(PathBuf, std::io::Error),
+    /// The initrd does not fit.
+    #[error("initrd {0} ({1} bytes) does not fit in guest memory after the kernel (--memory {2})")]
+    InitrdTooBig(PathBuf, u64, MemorySize),
+    /// ACPI table construction failed.
+    #[error("ACPI tables: {0}")]
+    Acpi(#[from] acpi::AcpiError),
+    /// Guest memory could not be mapped.
+    #[error(transparent)]
+    GuestMemory(#[from] zvisor_vmm::memory::MemoryError),
+    /// Writing boot structures into guest memory failed.
+    #[error("cannot write {0} into guest memory: {1}")]
+    GuestWrite(&'static str, vm_memory::GuestMemoryError),
+    /// A KVM ioctl failed.
+    #[error("KVM {0} failed: {1}")]
+    Kvm(&'static str, kvm_ioctls::Error),
+    /// An eventfd could not be created.
+    #[error("cannot create eventfd: {0}")]
+    EventFd(std::io::Error),
+    /// Registering a device on the port I/O bus failed.
+    #[error("port I/O bus: {0}")]
+    Bus(#[from] zvisor_vmm::bus::BusError),
+}
+
+/// The x86_64 KVM backend.
+pub struct X86Platform {
+    _vm: Arc<VmFd>,
+    _mem: GuestMemory,
+}
+
+pub(crate) fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
+    move |e| Error::Kvm(what, e)
+}
+
+/// Opens the KVM device and checks it really is one.
+pub fn open_kvm(path: &Path) -> Result<Kvm, Error> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        Error::OpenKvm(
+            path.into(),
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        )
+    })?;
+    let kvm = Kvm::new_with_path(&c)
+        .map_err(|e| Error::OpenKvm(path.into(), std::io::Error::from_raw_os_error(e.errno())))?;
+    match kvm.get_api_version() {
+        12 => Ok(kvm),
+        v if v < 0 => Err(Error::NotKvm(path.into())),
+        v => Err(Error::KvmApi(path.into(), v)),
+    }
+}
+
+impl Platform for X86Platform {
+    const ARCH: &'static str = "x86_64";
+    type Vcpu = X86Vcpu;
+    type Error = Error;
+
+    fn mmio_slot(index: u32) -> Option<(u64, u64, u32)> {
+        layout::virtio_mmio_slot(index)
+    }
+
+    fn build(config: &VmConfig, _mmio: &Bus) -> Result<(Self, Vec<X86Vcpu>), Error> {
+        // Check the user's files first, then the host.
+        let mem_layout =
+            MemoryLayout::new(config.memory.0).map_err(|e| Error::Memory(config.memory, e))?;
+
+        let mut kfile =
+            File::open(&config.kernel).map_err(|e| Error::OpenKernel(config.kernel.clone(), e))?;
+        let info =
+            kernel::inspect(&mut kfile).map_err(|e| Error::BadKernel(config.kernel.clone(), e))?;
+        if info.needs_end() > mem_layout.low_end() {
+            return Err(Error::KernelTooBig(
+                config.kernel.clone(),
+                info.needs_end().div_ceil(1 << 20),
+                config.memory,
+            ));
+        }
+        let initrd = match &config.initrd {
+            Some(p) => {
+                let f = File::open(p).map_err(|e| Error::Initrd(p.clone(), e))?;
+                let len = f.metadata().map_err(|e| Error::Initrd(p.clone(), e))?.len();
+                Some((p.clone(), f, len))
+            }
+            None => None,
+        };
+
+        let kvm = open_kvm(&config.kvm_path)?;
+        let max = kvm.get_max_vcpus();
+        if config.cpus as usize > max {
+            return Err(Error::TooManyCpus(config.cpus, max));
+        }
+        if config.cpus > 254 {
+            return Err(Error::TooManyApicIds(config.cpus));
+        }
+        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        if let Err(e) = vm.set_tss_address(layout::KVM_TSS_ADDR as usize) {
+            warn!("KVM_SET_TSS_ADDR failed, continuing: {e}");
+        }
+        vm.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        // No PIT: the FADT is hardware-reduced, so Linux uses neither the PIT
+        // nor the 8259s (it takes its clock from kvmclock and the LAPIC
+        // timer), and KVM's PIT kthread costs ~10 ms at VM teardown here.
+
+        let regions: Vec<_> = mem_layout
+            .regions
+            .iter()
+            .map(|&(a, s)| (vm_memory::GuestAddress(a), s as usize))
+            .collect();
+        let mem = zvisor_vmm::memory::create(&regions)?;
+        for (slot, r) in mem.iter().enumerate() {
+            let region = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: r.start_addr().0,
+                memory_size: r.len(),
+                userspace_addr: r.as_ptr() as u64,
+            };
+            // SAFETY: the host range belongs to `mem`, which the platform keeps
+            // alive for as long as the VM fd exists.
+            unsafe { vm.set_user_memory_region(region) }
+                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        }
+
+        let entry = load::load(config, &mem, &mem_layout, &info, &mut kfile, initrd)?;
+
+        // Devices on the port I/O bus.
+        let latch = Arc::new(ExitLatch::default());
+        let mut pio = Bus::new();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
+        vm.register_irqfd(&irq, layout::COM1_IRQ)
+            .map_err(kvm_err("KVM_IRQFD"))?;
+        let serial = serial::SerialDevice::new(irq, config.console);
+        let serial = Arc::new(Mutex::new(serial));
+        pio.insert(u64::from(layout::COM1_PORT), 8, serial.clone())?;
+        pio.insert(
+            u64::from(I8042::BASE),
+            I8042::LEN,
+            Arc::new(Mutex::new(I8042::new(latch.clone()))),
+        )?;
+        pio.insert(
+            u64::from(layout::PVPANIC_PORT),
+            1,
+            Arc::new(Mutex::new(PvPanic::new(latch.clone()))),
+        )?;
+        pio.insert(
+            u64::from(layout::SLEEP_CONTROL_PORT),
+            AcpiPm::LEN,
+            Arc::new(Mutex::new(AcpiPm::new(latch.clone()))),
+        )?;
+        for d in &config.mmio_devices {
+            if let Some(fd) = &d.irq_fd {
+                vm.register_irqfd(fd, d.irq).map_err(kvm_err("KVM_IRQFD"))?;
+            }
+        }
+        serial::spawn_stdin_reader(serial, config.console);
+
+        let pio = Arc::new(pio);
+        let supported = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let vm = Arc::new(vm);
+        let mut vcpus = Vec::with_capacity(config.cpus as usize);
+        for id in 0..config.cpus {
+            vcpus.push(X86Vcpu::new(
+                &vm,
+                id,
+                config.cpus,
+                &supported,
+                (id == 0).then_some(&entry),
+                pio.clone(),
+                latch.clone(),
+            )?);
+        }
+        debug!(cpus = config.cpus, memory = %config.memory, "x86_64 VM built");
+        Ok((X86Platform { _vm: vm, _mem: mem }, vcpus))
+    }
+}
+
+/// How the boot vCPU enters the kernel.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Entry {
+    /// 64-bit long mode at `rip`, boot_params in rsi.
+    Long(u64),
+    /// PVH: 32-bit protected mode at `rip`, hvm_start_info in ebx.
+    Pvh(u64),
+}

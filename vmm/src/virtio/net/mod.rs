@@ -1,0 +1,430 @@
+//! virtio-net on a tap device, in userspace (no vhost-net).
+//!
+//! Offloads (checksum, TSO4/6, ECN, UFO where the kernel still has it) are
+//! negotiated with the guest and mirrored onto the tap with `TUNSETOFFLOAD`;
+//! frames carry the virtio-net header straight through (the tap is put in
+//! little-endian vnet-header mode, so this also holds on s390x). RX uses
+//! mergeable buffers when the driver accepts them.
+
+pub mod header;
+
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vmm_sys_util::epoll::EventSet;
+
+use super::queue::{add_used, iovecs, pop_chain, read_segments, signal_used, split_segments};
+use super::queue::{write_segments, Chain, ChainError};
+use super::tap::{offload, Tap, TapError, VNET_HDR_LEN};
+use super::worker::{EpollCtl, Handler, Worker, BACKEND_TOKEN_BASE};
+use super::{
+    features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
+};
+use crate::memory::GuestMemory;
+
+/// Feature bits (virtio 1.2, 5.1.3).
+pub mod feature_bits {
+    /// Device handles partial checksums (guest TX).
+    pub const CSUM: u64 = 1 << 0;
+    /// Driver handles partial checksums (guest RX).
+    pub const GUEST_CSUM: u64 = 1 << 1;
+    /// `mac` in config space.
+    pub const MAC: u64 = 1 << 5;
+    /// Guest receives TSOv4.
+    pub const GUEST_TSO4: u64 = 1 << 7;
+    /// Guest receives TSOv6.
+    pub const GUEST_TSO6: u64 = 1 << 8;
+    /// Guest receives TSO with ECN.
+    pub const GUEST_ECN: u64 = 1 << 9;
+    /// Guest receives UFO.
+    pub const GUEST_UFO: u64 = 1 << 10;
+    /// Device takes TSOv4.
+    pub const HOST_TSO4: u64 = 1 << 11;
+    /// Device takes TSOv6.
+    pub const HOST_TSO6: u64 = 1 << 12;
+    /// Device takes TSO with ECN.
+    pub const HOST_ECN: u64 = 1 << 13;
+    /// Device takes UFO.
+    pub const HOST_UFO: u64 = 1 << 14;
+    /// Mergeable receive buffers.
+    pub const MRG_RXBUF: u64 = 1 << 15;
+}
+use feature_bits as f;
+
+/// Queue size offered.
+pub const QUEUE_SIZE: u16 = 256;
+/// Largest frame: 64 KiB GSO plus Ethernet/VLAN headers, plus the vnet header.
+pub const MAX_FRAME: usize = 65_562 + VNET_HDR_LEN;
+const RX: usize = 0;
+const TX: usize = 1;
+const TAP_TOKEN: u64 = BACKEND_TOKEN_BASE;
+
+/// A virtio-net device.
+pub struct Net {
+    tap: Option<Tap>,
+    mac: [u8; 6],
+    avail: u64,
+    acked: u64,
+    worker: Option<Worker<NetHandler>>,
+}
+
+/// Errors creating a NIC.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// Tap problem.
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    /// Could not generate a MAC address.
+    #[error("cannot generate a MAC address: {0}")]
+    Mac(io::Error),
+}
+
+impl Net {
+    /// A NIC on `tap` with `mac` (a random locally administered one if `None`).
+    pub fn new(tap: Tap, mac: Option<[u8; 6]>) -> Result<Self, NetError> {
+        let mac = match mac {
+            Some(m) => m,
+            None => {
+                let mut m = [0u8; 6];
+                super::rng::fill_random(&mut m).map_err(NetError::Mac)?;
+                m[0] = (m[0] & 0xfe) | 0x02;
+                m
+            }
+        };
+        let mut avail = features::VERSION_1
+            | features::RING_INDIRECT_DESC
+            | features::RING_EVENT_IDX
+            | f::CSUM
+            | f::GUEST_CSUM
+            | f::MAC
+            | f::GUEST_TSO4
+            | f::GUEST_TSO6
+            | f::GUEST_ECN
+            | f::HOST_TSO4
+            | f::HOST_TSO6
+            | f::HOST_ECN
+            | f::MRG_RXBUF;
+        // UFO only where this kernel's tap still accepts it.
+        let all = offload::CSUM | offload::TSO4 | offload::TSO6 | offload::UFO;
+        if tap.set_offload(all).is_ok() {
+            avail |= f::GUEST_UFO | f::HOST_UFO;
+        }
+        tap.set_offload(0)?;
+        Ok(Self {
+            tap: Some(tap),
+            mac,
+            avail,
+            acked: 0,
+            worker: None,
+        })
+    }
+
+    /// The guest-visible MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+}
+
+/// Tap offload flags for the features the driver accepted.
+pub fn tap_offloads(acked: u64) -> u32 {
+    let mut o = 0;
+    if acked & f::GUEST_CSUM != 0 {
+        o |= offload::CSUM;
+        if acked & f::GUEST_TSO4 != 0 {
+            o |= offload::TSO4;
+        }
+        if acked & f::GUEST_TSO6 != 0 {
+            o |= offload::TSO6;
+        }
+        if acked & f::GUEST_ECN != 0 {
+            o |= offload::TSO_ECN;
+        }
+        if acked & f::GUEST_UFO != 0 {
+            o |= offload::UFO;
+        }
+    }
+    o
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        types::NET
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE]
+    }
+    fn features(&self) -> u64 {
+        self.avail
+    }
+    fn ack_features(&mut self, value: u64) {
+        self.acked = value & self.avail;
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // mac, status (unused: no VIRTIO_NET_F_STATUS), max_virtqueue_pairs.
+        let mut cfg = [0u8; 10];
+        cfg[..6].copy_from_slice(&self.mac);
+        cfg[8..10].copy_from_slice(&1u16.to_le_bytes());
+        super::read_config_bytes(&cfg, offset, data);
+    }
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        queues: Vec<ActiveQueue>,
+    ) -> Result<(), ActivateError> {
+        if queues.len() != 2 {
+            return Err(ActivateError::QueueCount {
+                need: 2,
+                got: queues.len(),
+            });
+        }
+        let tap = self.tap.take().ok_or(ActivateError::AlreadyActive)?;
+        if let Err(e) = tap.set_offload(tap_offloads(self.acked)) {
+            self.tap = Some(tap);
+            return Err(io::Error::other(e.to_string()).into());
+        }
+        let mut notify = Vec::new();
+        let mut qs = Vec::new();
+        for q in queues {
+            notify.push(q.notify);
+            qs.push(q.queue);
+        }
+        let tx = qs.pop().unwrap_or_default();
+        let rx = qs.pop().unwrap_or_default();
+        let h = NetHandler {
+            tap,
+            mem,
+            irq: interrupt.clone(),
+            rx,
+            tx,
+            acked: self.acked,
+            frame: vec![0; MAX_FRAME],
+            pending: None,
+            tap_watched: false,
+            stats: NetStats::default(),
+        };
+        self.worker = Some(Worker::spawn("virtio-net", notify, interrupt, h)?);
+        Ok(())
+    }
+    fn reset(&mut self) -> bool {
+        if let Some(mut w) = self.worker.take() {
+            match w.stop() {
+                Some(h) => self.tap = Some(h.tap),
+                None => return false,
+            }
+        }
+        self.acked = 0;
+        true
+    }
+}
+
+/// Counters of what the device dropped.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NetStats {
+    /// TX frames refused (bad header, size).
+    pub tx_dropped: u64,
+    /// RX frames that fit no buffer.
+    pub rx_dropped: u64,
+}
+
+struct NetHandler {
+    tap: Tap,
+    mem: GuestMemory,
+    irq: Arc<dyn VirtioInterrupt>,
+    rx: Queue,
+    tx: Queue,
+    acked: u64,
+    frame: Vec<u8>,
+    /// Length of a frame read from the tap and not yet delivered.
+    pending: Option<usize>,
+    tap_watched: bool,
+    stats: NetStats,
+}
+
+impl NetHandler {
+    fn watch_tap(&mut self, ctl: &EpollCtl<'_>, on: bool) -> Result<(), DeviceError> {
+        if on != self.tap_watched {
+            let fd = self.tap.file().as_raw_fd();
+            if on {
+                ctl.add(fd, TAP_TOKEN, EventSet::IN)?;
+            } else {
+                ctl.delete(fd)?;
+            }
+            self.tap_watched = on;
+        }
+        Ok(())
+    }
+
+    fn process_rx(&mut self, ctl: &EpollCtl<'_>) -> Result<(), DeviceError> {
+        let mut any = false;
+        loop {
+            let len = match self.pending {
+                Some(l) => l,
+                None => match self.tap.file().read(&mut self.frame) {
+                    Ok(n) if n >= VNET_HDR_LEN => n,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.watch_tap(ctl, true)?;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        tracing::warn!("virtio-net: tap read failed: {e}");
+                        self.watch_tap(ctl, true)?;
+                        break;
+                    }
+                },
+            };
+            self.pending = Some(len);
+            match self.deliver(len)? {
+                Delivery::Done => {
+                    self.pending = None;
+                    any = true;
+                }
+                Delivery::Dropped => {
+                    self.pending = None;
+                    self.stats.rx_dropped += 1;
+                }
+                Delivery::NoBuffers => {
+                    // Wait for the driver to post buffers (RX notify).
+                    self.watch_tap(ctl, false)?;
+                    break;
+                }
+            }
+        }
+        if any {
+            signal_used(&mut self.rx, &self.mem, self.irq.as_ref(), RX as u16)?;
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, len: usize) -> Result<Delivery, DeviceError> {
+        let mrg = self.acked & f::MRG_RXBUF != 0;
+        let mut chains: Vec<Chain> = Vec::new();
+        let mut room = 0u64;
+        while room < len as u64 {
+            match pop_chain(&mut self.rx, &self.mem)? {
+                Some(c) => {
+                    room += c.writable_len();
+                    chains.push(c);
+                }
+                None => {
+                    for _ in 0..chains.len() {
+                        self.rx.go_to_previous_position();
+                    }
+                    return Ok(Delivery::NoBuffers);
+                }
+            }
+            if !mrg {
+                break;
+            }
+        }
+        if room < len as u64 {
+            // Without mergeable buffers one chain must hold the frame.
+            for _ in 0..chains.len() {
+                self.rx.go_to_previous_position();
+            }
+            return Ok(Delivery::Dropped);
+        }
+        let nbufs = chains
+            .iter()
+            .filter(|c| c.writable_len() > 0)
+            .count()
+            .max(1) as u16;
+        self.frame[10..12].copy_from_slice(&nbufs.to_le_bytes());
+        let mut off = 0usize;
+        for c in &chains {
+            let w = write_segments(&self.mem, &c.writable, 0, &self.frame[off..len]);
+            add_used(&mut self.rx, &self.mem, c.head, w as u32)?;
+            off += w;
+        }
+        Ok(Delivery::Done)
+    }
+
+    fn process_tx(&mut self) -> Result<(), DeviceError> {
+        let mut any = false;
+        loop {
+            // No kicks while the device is draining the ring.
+            self.tx
+                .disable_notification(&self.mem)
+                .map_err(|e| ChainError::Ring(e.to_string()))?;
+            while let Some(chain) = pop_chain(&mut self.tx, &self.mem)? {
+                if let Err(why) = self.send(&chain) {
+                    tracing::debug!("virtio-net: tx frame dropped: {why}");
+                    self.stats.tx_dropped += 1;
+                }
+                add_used(&mut self.tx, &self.mem, chain.head, 0)?;
+                any = true;
+            }
+            if !self
+                .tx
+                .enable_notification(&self.mem)
+                .map_err(|e| ChainError::Ring(e.to_string()))?
+            {
+                break;
+            }
+        }
+        if any {
+            signal_used(&mut self.tx, &self.mem, self.irq.as_ref(), TX as u16)?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, chain: &Chain) -> Result<(), String> {
+        let total = chain.readable_len();
+        if total < VNET_HDR_LEN as u64 || total > MAX_FRAME as u64 {
+            return Err(format!("frame of {total} bytes"));
+        }
+        // Validate a private copy of the header; the guest cannot change it
+        // between the check and the write.
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        read_segments(&self.mem, &chain.readable, 0, &mut hdr);
+        let frame_len = total as usize - VNET_HDR_LEN;
+        header::parse_tx(&hdr, frame_len, self.acked).map_err(|e| e.to_string())?;
+        let (_, body) = split_segments(&chain.readable, VNET_HDR_LEN as u64);
+        let mut iov = vec![libc::iovec {
+            iov_base: hdr.as_mut_ptr().cast(),
+            iov_len: hdr.len(),
+        }];
+        iov.extend(iovecs(&self.mem, &body).ok_or("buffer not in RAM")?);
+        if iov.len() > 1024 {
+            return Err("too many buffers".into());
+        }
+        // SAFETY: `hdr` lives to the end of this function and the other
+        // iovecs point into guest RAM checked by pop_chain; writev only reads.
+        let n =
+            unsafe { libc::writev(self.tap.file().as_raw_fd(), iov.as_ptr(), iov.len() as i32) };
+        if n < 0 {
+            return Err(io::Error::last_os_error().to_string());
+        }
+        Ok(())
+    }
+}
+
+enum Delivery {
+    Done,
+    Dropped,
+    NoBuffers,
+}
+
+impl Handler for NetHandler {
+    fn init(&mut self, ctl: &EpollCtl<'_>) -> Result<(), DeviceError> {
+        self.watch_tap(ctl, true)
+    }
+    fn queue_notified(&mut self, ctl: &EpollCtl<'_>, q: usize) -> Result<(), DeviceError> {
+        match q {
+            RX => self.process_rx(ctl),
+            _ => self.process_tx(),
+        }
+    }
+    fn backend_event(
+        &mut self,
+        ctl: &EpollCtl<'_>,
+        _: u64,
+        _: EventSet,
+    ) -> Result<(), DeviceError> {
+        self.process_rx(ctl)
+    }
+}

@@ -1,0 +1,353 @@
+//! Hostile-guest-proof access to split virtqueues (on top of `virtio-queue`).
+//!
+//! [`pop_chain`] turns the next available descriptor chain into a validated
+//! [`Chain`]: every buffer lies inside guest RAM, device-readable buffers come
+//! before device-writable ones, the chain terminates, and its total length
+//! fits the spec's 4 GiB limit. Anything else is a [`ChainError`], which the
+//! device turns into `NEEDS_RESET`.
+
+use std::sync::atomic::Ordering;
+
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+
+use super::{InterruptReason, VirtioInterrupt};
+use crate::memory::GuestMemory;
+
+/// One guest buffer of a chain, known to lie inside guest RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// Guest physical address.
+    pub addr: GuestAddress,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+/// A validated descriptor chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Chain {
+    /// Head descriptor index, returned in the used ring.
+    pub head: u16,
+    /// Device-readable buffers, in order.
+    pub readable: Vec<Segment>,
+    /// Device-writable buffers, in order.
+    pub writable: Vec<Segment>,
+}
+
+/// A broken ring or descriptor chain.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChainError {
+    /// The rings themselves are broken (bad avail index, unreadable ring).
+    #[error("ring: {0}")]
+    Ring(String),
+    /// The chain has no descriptors (bad head index or unreadable table).
+    #[error("chain {0} is empty or its head is invalid")]
+    Empty(u16),
+    /// The chain loops, points past the table, or nests indirect tables.
+    #[error("chain {0} does not terminate properly")]
+    Unterminated(u16),
+    /// A buffer lies (partly) outside guest RAM.
+    #[error("chain {head}: buffer {addr:#x}+{len:#x} is outside guest RAM")]
+    OutsideRam {
+        /// Chain head.
+        head: u16,
+        /// Buffer address.
+        addr: u64,
+        /// Buffer length.
+        len: u32,
+    },
+    /// The request has no device-writable byte to answer in.
+    #[error("chain {0} has no writable byte for the reply")]
+    NoReply(u16),
+    /// A device-readable buffer follows a device-writable one.
+    #[error("chain {0}: readable buffer after a writable one")]
+    Direction(u16),
+}
+
+impl Chain {
+    /// Total bytes the device may read.
+    pub fn readable_len(&self) -> u64 {
+        self.readable.iter().map(|s| u64::from(s.len)).sum()
+    }
+    /// Total bytes the device may write.
+    pub fn writable_len(&self) -> u64 {
+        self.writable.iter().map(|s| u64::from(s.len)).sum()
+    }
+}
+
+/// Pops and validates the next available chain; `Ok(None)` when the ring is empty.
+pub fn pop_chain(q: &mut Queue, mem: &GuestMemory) -> Result<Option<Chain>, ChainError> {
+    let mut chain = Chain::default();
+    Ok(pop_chain_into(q, mem, &mut chain)?.then_some(chain))
+}
+
+/// Like [`pop_chain`], reusing `chain`'s buffers; `Ok(false)` when the ring is empty.
+pub fn pop_chain_into(
+    q: &mut Queue,
+    mem: &GuestMemory,
+    chain: &mut Chain,
+) -> Result<bool, ChainError> {
+    let mut iter = q.iter(mem).map_err(|e| ChainError::Ring(e.to_string()))?;
+    let Some(desc_chain) = iter.next() else {
+        return Ok(false);
+    };
+    let head = desc_chain.head_index();
+    chain.head = head;
+    chain.readable.clear();
+    chain.writable.clear();
+    let mut last_has_next = false;
+    let mut count = 0usize;
+    for d in desc_chain {
+        count += 1;
+        last_has_next = d.has_next();
+        let len = d.len();
+        if len > 0 && !GuestMemoryBackend::check_range(mem, d.addr(), len as usize) {
+            return Err(ChainError::OutsideRam {
+                head,
+                addr: d.addr().0,
+                len,
+            });
+        }
+        let seg = Segment {
+            addr: d.addr(),
+            len,
+        };
+        if d.is_write_only() {
+            chain.writable.push(seg);
+        } else if !chain.writable.is_empty() {
+            return Err(ChainError::Direction(head));
+        } else {
+            chain.readable.push(seg);
+        }
+    }
+    if count == 0 {
+        return Err(ChainError::Empty(head));
+    }
+    // virtio-queue's iterator stops silently on a loop (its TTL), an index
+    // past the table or a bad indirect table; the last descriptor then still
+    // says "next".
+    if last_has_next {
+        return Err(ChainError::Unterminated(head));
+    }
+    Ok(true)
+}
+
+/// Returns a chain to the driver with `len` bytes written.
+pub fn add_used(q: &mut Queue, mem: &GuestMemory, head: u16, len: u32) -> Result<(), ChainError> {
+    q.add_used(mem, head, len)
+        .map_err(|e| ChainError::Ring(e.to_string()))
+}
+
+/// Interrupts the guest for queue `index` if the driver wants it (event idx
+/// and `VIRTQ_AVAIL_F_NO_INTERRUPT` honoured by `virtio-queue`).
+pub fn signal_used(
+    q: &mut Queue,
+    mem: &GuestMemory,
+    irq: &dyn VirtioInterrupt,
+    index: u16,
+) -> Result<(), super::DeviceError> {
+    if q.needs_notification(mem)
+        .map_err(|e| ChainError::Ring(e.to_string()))?
+    {
+        irq.trigger(InterruptReason::Queue(index))?;
+    }
+    Ok(())
+}
+
+/// True if the driver has made chains available that the device has not popped.
+pub fn has_pending(q: &Queue, mem: &GuestMemory) -> bool {
+    q.avail_idx(mem, Ordering::Acquire)
+        .map(|idx| idx.0 != q.next_avail())
+        .unwrap_or(false)
+}
+
+/// Copies from the chain's segments, starting `offset` bytes in, into `buf`.
+/// Returns the bytes copied (short at the end of the segments).
+pub fn read_segments(mem: &GuestMemory, segs: &[Segment], offset: u64, buf: &mut [u8]) -> usize {
+    let mut skip = offset;
+    let mut done = 0usize;
+    for s in segs {
+        if done == buf.len() {
+            break;
+        }
+        let len = u64::from(s.len);
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let n = ((len - skip) as usize).min(buf.len() - done);
+        let Some(addr) = s.addr.0.checked_add(skip) else {
+            break;
+        };
+        if mem
+            .read_slice(&mut buf[done..done + n], GuestAddress(addr))
+            .is_err()
+        {
+            break;
+        }
+        done += n;
+        skip = 0;
+    }
+    done
+}
+
+/// Copies `buf` into the chain's segments starting `offset` bytes in.
+/// Returns the bytes copied (short at the end of the segments).
+pub fn write_segments(mem: &GuestMemory, segs: &[Segment], offset: u64, buf: &[u8]) -> usize {
+    let mut skip = offset;
+    let mut done = 0usize;
+    for s in segs {
+        if done == buf.len() {
+            break;
+        }
+        let len = u64::from(s.len);
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let n = ((len - skip) as usize).min(buf.len() - done);
+        let Some(addr) = s.addr.0.checked_add(skip) else {
+            break;
+        };
+        if mem
+            .write_slice(&buf[done..done + n], GuestAddress(addr))
+            .is_err()
+        {
+            break;
+        }
+        done += n;
+        skip = 0;
+    }
+    done
+}
+
+/// Splits `segs` at byte `at`: returns (first `at` bytes, the rest).
+pub fn split_segments(segs: &[Segment], at: u64) -> (Vec<Segment>, Vec<Segment>) {
+    let mut head = Vec::new();
+    let mut tail = Vec::new();
+    let mut left = at;
+    for s in segs {
+        let len = u64::from(s.len);
+        if left >= len {
+            head.push(*s);
+            left -= len;
+        } else if left > 0 {
+            head.push(Segment {
+                addr: s.addr,
+                len: left as u32,
+            });
+            tail.push(Segment {
+                addr: GuestAddress(s.addr.0 + left),
+                len: (len - left) as u32,
+            });
+            left = 0;
+        } else {
+            tail.push(*s);
+        }
+    }
+    (head, tail)
+}
+
+/// Host iovecs covering `segs` (which [`pop_chain`] checked are in RAM).
+/// The pointers stay valid while `mem` lives (guest RAM is never unmapped
+/// while a device runs).
+pub fn iovecs(mem: &GuestMemory, segs: &[Segment]) -> Option<Vec<libc::iovec>> {
+    let mut v = Vec::with_capacity(segs.len());
+    iovecs_range(mem, segs, 0, u64::MAX, &mut v)?;
+    Some(v)
+}
+
+/// Appends to `out` the host iovecs for `len` bytes of `segs` starting
+/// `offset` bytes in (fewer if the segments end first).
+pub fn iovecs_range(
+    mem: &GuestMemory,
+    segs: &[Segment],
+    offset: u64,
+    len: u64,
+    out: &mut Vec<libc::iovec>,
+) -> Option<()> {
+    let mut skip = offset;
+    let mut left = len;
+    for s in segs {
+        if left == 0 {
+            break;
+        }
+        let slen = u64::from(s.len);
+        if skip >= slen {
+            skip -= slen;
+            continue;
+        }
+        let n = (slen - skip).min(left);
+        let addr = GuestAddress(s.addr.0.checked_add(skip)?);
+        skip = 0;
+        left -= n;
+        // Fast path: the buffer lies in one region.
+        if let Ok(slice) = mem.get_slice(addr, n as usize) {
+            out.push(libc::iovec {
+                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                iov_len: slice.len(),
+            });
+            continue;
+        }
+        for slice in GuestMemoryBackend::get_slices(mem, addr, n as usize) {
+            let slice = slice.ok()?;
+            out.push(libc::iovec {
+                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                iov_len: slice.len(),
+            });
+        }
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_at_boundaries() {
+        let s = |a, l| Segment {
+            addr: GuestAddress(a),
+            len: l,
+        };
+        let segs = [s(0x1000, 16), s(0x2000, 8)];
+        assert_eq!(split_segments(&segs, 16), (vec![segs[0]], vec![segs[1]]));
+        assert_eq!(
+            split_segments(&segs, 4),
+            (vec![s(0x1000, 4)], vec![s(0x1004, 12), segs[1]])
+        );
+        assert_eq!(split_segments(&segs, 100), (segs.to_vec(), vec![]));
+    }
+
+    #[test]
+    fn segment_copies_and_iovecs_respect_offsets() {
+        let mem = crate::memory::create(&[(GuestAddress(0), 0x10000)]).unwrap();
+        let segs = [
+            Segment {
+                addr: GuestAddress(0x1000),
+                len: 4,
+            },
+            Segment {
+                addr: GuestAddress(0x2000),
+                len: 0,
+            },
+            Segment {
+                addr: GuestAddress(0x3000),
+                len: 6,
+            },
+        ];
+        assert_eq!(write_segments(&mem, &segs, 2, b"abcdefgh"), 8);
+        let mut out = [0u8; 10];
+        assert_eq!(read_segments(&mem, &segs, 0, &mut out), 10);
+        assert_eq!(&out[2..], b"abcdefgh");
+        // Past the end: short, never out of the segments.
+        assert_eq!(write_segments(&mem, &segs, 8, b"xyz"), 2);
+        assert_eq!(read_segments(&mem, &segs, 11, &mut out), 0);
+        let mut iov = Vec::new();
+        iovecs_range(&mem, &segs, 3, 4, &mut iov).unwrap();
+        assert_eq!(
+            iov.iter().map(|v| v.iov_len).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+    }
+}

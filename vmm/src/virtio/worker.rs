@@ -1,0 +1,167 @@
+//! The device event loop: one epoll thread per active device.
+//!
+//! A device's [`Handler`] gets called for queue notifications (token = queue
+//! position) and for its own backend fds (tokens it registers from
+//! [`BACKEND_TOKEN_BASE`] up). Any error ends in `NEEDS_RESET`; the thread
+//! then idles until the transport resets the device.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{DeviceError, VirtioInterrupt};
+
+/// First token a handler may use for its own fds.
+pub const BACKEND_TOKEN_BASE: u64 = 1 << 16;
+const KILL_TOKEN: u64 = u64::MAX;
+
+/// Registration of extra fds, usable from inside a handler.
+pub struct EpollCtl<'a>(&'a Epoll);
+
+impl EpollCtl<'_> {
+    /// Watches `fd` for `events`, reporting `token`.
+    pub fn add(&self, fd: RawFd, token: u64, events: EventSet) -> io::Result<()> {
+        self.0
+            .ctl(ControlOperation::Add, fd, EpollEvent::new(events, token))
+    }
+    /// Changes what `fd` is watched for.
+    pub fn modify(&self, fd: RawFd, token: u64, events: EventSet) -> io::Result<()> {
+        self.0
+            .ctl(ControlOperation::Modify, fd, EpollEvent::new(events, token))
+    }
+    /// Stops watching `fd`.
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.0
+            .ctl(ControlOperation::Delete, fd, EpollEvent::default())
+    }
+}
+
+/// What a device does on its worker thread.
+pub trait Handler: Send + 'static {
+    /// Registers backend fds; called once on the worker thread.
+    fn init(&mut self, ctl: &EpollCtl<'_>) -> Result<(), DeviceError> {
+        let _ = ctl;
+        Ok(())
+    }
+    /// The driver notified queue position `q` (the eventfd is already drained).
+    fn queue_notified(&mut self, ctl: &EpollCtl<'_>, q: usize) -> Result<(), DeviceError>;
+    /// A backend fd registered with `token` is ready.
+    fn backend_event(
+        &mut self,
+        ctl: &EpollCtl<'_>,
+        token: u64,
+        events: EventSet,
+    ) -> Result<(), DeviceError> {
+        let _ = (ctl, token, events);
+        Ok(())
+    }
+}
+
+/// A running worker; [`Worker::stop`] joins the thread and gives the
+/// handler (and so the device's backend) back.
+pub struct Worker<H> {
+    kill: EventFd,
+    thread: Option<JoinHandle<H>>,
+}
+
+impl<H: Handler> Worker<H> {
+    /// Spawns `name` serving `notify` (one eventfd per queue, token = position).
+    pub fn spawn(
+        name: &str,
+        notify: Vec<EventFd>,
+        irq: Arc<dyn VirtioInterrupt>,
+        mut handler: H,
+    ) -> io::Result<Self> {
+        let kill = EventFd::new(libc::EFD_NONBLOCK)?;
+        let kill2 = kill.try_clone()?;
+        let epoll = Epoll::new()?;
+        epoll.ctl(
+            ControlOperation::Add,
+            kill2.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, KILL_TOKEN),
+        )?;
+        for (i, e) in notify.iter().enumerate() {
+            epoll.ctl(
+                ControlOperation::Add,
+                e.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, i as u64),
+            )?;
+        }
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                if let Err(e) = run(&epoll, &notify, &mut handler) {
+                    tracing::warn!("virtio device needs reset: {e}");
+                    irq.set_needs_reset();
+                    wait_readable(&kill2);
+                }
+                handler
+            })?;
+        Ok(Self {
+            kill,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread and waits for it; returns the handler unless the
+    /// thread panicked.
+    pub fn stop(&mut self) -> Option<H> {
+        let t = self.thread.take()?;
+        let _ = self.kill.write(1);
+        t.join().ok()
+    }
+}
+
+impl<H> Drop for Worker<H> {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = self.kill.write(1);
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves events until killed (`Ok`) or until the device breaks (`Err`).
+fn run<H: Handler>(epoll: &Epoll, notify: &[EventFd], handler: &mut H) -> Result<(), DeviceError> {
+    let ctl = EpollCtl(epoll);
+    handler.init(&ctl)?;
+    let mut events = vec![EpollEvent::default(); 32];
+    loop {
+        let n = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for ev in &events[..n] {
+            let token = ev.data();
+            if token == KILL_TOKEN {
+                return Ok(());
+            }
+            if let Some(e) = notify.get(token as usize) {
+                let _ = e.read();
+                handler.queue_notified(&ctl, token as usize)?;
+            } else {
+                handler.backend_event(&ctl, token, ev.event_set())?;
+            }
+        }
+    }
+}
+
+fn wait_readable(fd: &EventFd) {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `p` is one valid pollfd that outlives the call.
+        let r = unsafe { libc::poll(&mut p, 1, -1) };
+        if r > 0 || (r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted) {
+            return;
+        }
+    }
+}
