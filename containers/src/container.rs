@@ -60,6 +60,27 @@ fn id_map(m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>) -> String {
         .collect()
 }
 
+/// `linux.timeOffsets` in the kernel's timens_offsets syntax.
+fn timens_offsets(linux: &oci_spec::runtime::Linux) -> Result<Option<String>> {
+    let Some(offs) = linux.time_offsets() else {
+        return Ok(None);
+    };
+    let mut s = String::new();
+    for (clock, o) in offs {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(Error::Config(format!(
+                "timeOffsets clock {clock:?} (monotonic or boottime)"
+            )));
+        }
+        s.push_str(&format!(
+            "{clock} {} {}\n",
+            o.secs().unwrap_or(0),
+            o.nanosecs().unwrap_or(0)
+        ));
+    }
+    Ok(Some(s))
+}
+
 /// Host uid/gid of the container's root in a new user namespace.
 fn root_host_ids(linux: &oci_spec::runtime::Linux) -> Option<(u32, u32)> {
     let find = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
@@ -216,6 +237,7 @@ pub fn create(root: &Path, id: &str, o: &CreateOpts) -> Result<i32> {
             new,
             maps: userns.then(|| (id_map(linux.uid_mappings()), id_map(linux.gid_mappings()))),
             cgroup: Some(&cg),
+            timens_offsets: timens_offsets(linux)?,
             close: vec![sd.lock_fd()],
         };
         let ctx = InitCtx {
@@ -536,6 +558,7 @@ pub fn exec(root: &Path, id: &str, proc_: &Process, o: &ExecOpts) -> Result<i32>
         new: CloneFlags::empty(),
         maps: None,
         cgroup: Some(&cg),
+        timens_offsets: None,
         close: Vec::new(),
     };
     let preserve = o.preserve_fds;

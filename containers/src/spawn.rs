@@ -91,6 +91,8 @@ pub struct Opts<'a> {
     pub maps: Option<(String, String)>,
     /// Cgroup to put stage 0 into before it goes on.
     pub cgroup: Option<&'a Cgroup>,
+    /// Contents for /proc/self/timens_offsets of a new time namespace.
+    pub timens_offsets: Option<String>,
     /// Fds the container must not inherit (the state lock).
     pub close: Vec<std::os::fd::RawFd>,
 }
@@ -183,6 +185,11 @@ fn stage0(o: &Opts, chan: &Chan) -> Result<Option<()>> {
     let rest = o.new - CloneFlags::CLONE_NEWUSER;
     if !rest.is_empty() {
         unshare(rest).ctx(|| format!("creating namespaces {rest:?}"))?;
+    }
+    if let Some(off) = &o.timens_offsets {
+        // Allowed only before any process lives in the new time namespace.
+        std::fs::write("/proc/self/timens_offsets", off)
+            .ctx(|| format!("writing time namespace offsets {off:?}"))?;
     }
     // Stage 1 waits on this pipe until its pid went out first, so the
     // parent sees Pid before anything stage 1 says.

@@ -325,3 +325,50 @@ fn no_leaks_after_200_cycles() {
     assert_eq!(mount_count(), mounts, "mounts left");
     assert_eq!(procs_with(&base), 0, "processes left");
 }
+
+#[test]
+fn time_namespace_with_offsets() {
+    require_root!();
+    if !std::path::Path::new("/proc/self/ns/time").exists() {
+        eprintln!("SKIPPED: no time namespaces in this kernel");
+        return;
+    }
+    let mut b = Bundle::new(&["cat", "/proc/uptime"]);
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "time"}));
+    b.config["linux"]["timeOffsets"] = json!({"boottime": {"secs": 10_000_000, "nanosecs": 0}});
+    let id = id("timens");
+    let out = b.ok(&["run", &id]);
+    let up: f64 = out.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(
+        up >= 10_000_000.0,
+        "uptime {up} carries the boottime offset"
+    );
+}
+
+#[test]
+fn zvisor_started_as_zvisor_runc_is_the_runtime() {
+    require_root!();
+    let b = Bundle::new(&["sh", "-c", "echo via-argv0"]);
+    let link_dir = tempfile::tempdir().unwrap();
+    let link = link_dir.path().join("zvisor-runc-argv0");
+    std::os::unix::fs::symlink(zvisor_bin(), &link).unwrap();
+    b.write();
+    let id = id("argv0");
+    let out = std::process::Command::new(&link)
+        .arg("--root")
+        .arg(b.state_root.path())
+        .args(["run", &id])
+        .current_dir(b.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "via-argv0\n");
+    assert_no_leaks(&b, &id);
+}

@@ -73,18 +73,28 @@ pub fn compile(profile: &LinuxSeccomp, arch: Arch) -> Result<Filter> {
     }
     let default = action(profile.default_action(), profile.default_errno_ret())?;
     let mut a = Asm::default();
-    let bad_arch = a.label();
-    let abi = a.label();
+    // The fail paths sit right after their checks: BPF conditional jumps
+    // reach at most 255 instructions ahead.
+    let arch_ok = a.label();
     a.load(OFF_ARCH);
     a.jump(
         BPF_JEQ_K,
         arch.audit_arch(),
+        Target::Label(arch_ok),
         Target::Next,
-        Target::Label(bad_arch),
     );
+    a.ret(RET_KILL_PROCESS);
+    a.bind(arch_ok);
     a.load(OFF_NR);
     if let Some(bit) = arch.abi_bit() {
-        a.jump(BPF_JSET_K, bit, Target::Label(abi), Target::Next);
+        let nr_ok = a.label();
+        a.jump(BPF_JSET_K, bit, Target::Next, Target::Label(nr_ok));
+        a.ret(if default == RET_ALLOW {
+            RET_ERRNO | ENOSYS
+        } else {
+            default
+        });
+        a.bind(nr_ok);
     }
     for rule in profile.syscalls().iter().flatten() {
         let ret = action(rule.action(), rule.errno_ret())?;
@@ -107,14 +117,6 @@ pub fn compile(profile: &LinuxSeccomp, arch: Arch) -> Result<Filter> {
         }
     }
     a.ret(default);
-    a.bind(bad_arch);
-    a.ret(RET_KILL_PROCESS);
-    a.bind(abi);
-    a.ret(if default == RET_ALLOW {
-        RET_ERRNO | ENOSYS
-    } else {
-        default
-    });
     let mut flags = 0;
     for f in profile.flags().iter().flatten() {
         flags |= match f {

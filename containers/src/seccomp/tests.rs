@@ -165,3 +165,39 @@ fn flags_are_mapped() {
     );
     assert_eq!(compile(&p, Arch::S390x).unwrap().flags, 6);
 }
+
+#[test]
+fn large_profiles_compile_and_keep_working() {
+    let names: Vec<String> = tables::X86_64
+        .iter()
+        .map(|(n, _)| format!("\"{n}\""))
+        .collect();
+    let p = profile(&format!(
+        r#"{{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+            {{"names":[{}],"action":"SCMP_ACT_ALLOW"}},
+            {{"names":["personality"],"action":"SCMP_ACT_ALLOW","args":[{{"index":0,"value":8,"op":"SCMP_CMP_EQ"}}]}}]}}"#,
+        names.join(",")
+    ));
+    for arch in ALL {
+        let f = compile(&p, arch).unwrap();
+        assert!(f.program.len() > 300);
+        assert_eq!(run(&f, arch, "read", [0; 6]), RET_ALLOW);
+        let mut d = data(arch, 0, [0; 6]);
+        let bad = if arch.big_endian() {
+            Arch::X86_64
+        } else {
+            Arch::S390x
+        }
+        .audit_arch();
+        let w = if arch.big_endian() {
+            bad.to_be_bytes()
+        } else {
+            bad.to_le_bytes()
+        };
+        d[4..8].copy_from_slice(&w);
+        assert_eq!(
+            bpf::interpret(&f.program, &d, arch.big_endian()),
+            Some(RET_KILL_PROCESS)
+        );
+    }
+}

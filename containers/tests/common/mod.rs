@@ -42,34 +42,43 @@ macro_rules! require_root {
     };
 }
 
-/// The `zvisor-runc` binary: `$ZVISOR_RUNC`, or the workspace's `zvisor`
-/// built on demand and linked under that name.
-pub fn runc_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("ZVISOR_RUNC") {
-            return PathBuf::from(p);
-        }
-        let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| ws.join("target"));
+/// The workspace's target directory.
+fn target_dir() -> PathBuf {
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ws.join("target"))
+}
+
+/// Builds the `zvisor` package's binaries once per test process.
+fn build_zvisor() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo)
             .args(["build", "-q", "-p", "zvisor"])
-            .current_dir(&ws)
+            .current_dir(ws)
             .status()
             .expect("running cargo build -p zvisor");
         assert!(st.success(), "cargo build -p zvisor failed");
-        let link = target.join("debug/zvisor-runc");
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink("zvisor", &link).unwrap();
-        link
-    })
-    .clone()
+    });
+}
+
+/// The `zvisor-runc` binary: `$ZVISOR_RUNC`, or the workspace's
+/// `zvisor-runc` built on demand.
+pub fn runc_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ZVISOR_RUNC") {
+        return PathBuf::from(p);
+    }
+    build_zvisor();
+    target_dir().join("debug/zvisor-runc")
+}
+
+/// The `zvisor` binary (it becomes the runtime when started as zvisor-runc*).
+pub fn zvisor_bin() -> PathBuf {
+    build_zvisor();
+    target_dir().join("debug/zvisor")
 }
 
 /// A bundle in a temporary directory with a busybox rootfs.

@@ -32,12 +32,15 @@ pub fn main() -> i32 {
 }
 
 fn init_logging(cli: &Cli) {
-    let level = if cli.debug { "debug" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ZVISOR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false);
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::prelude::*;
+    // A plain level filter unless ZVISOR_LOG asks for more: EnvFilter's
+    // directive parsing costs about a megabyte of RSS per invocation.
+    let level = if cli.debug {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::WARN
+    };
     let file = cli.log.as_ref().and_then(|p| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -45,9 +48,22 @@ fn init_logging(cli: &Cli) {
             .open(p)
             .ok()
     });
-    match file {
-        Some(f) => builder.with_writer(std::sync::Mutex::new(f)).init(),
-        None => builder.with_writer(std::io::stderr).init(),
+    let layer = tracing_subscriber::fmt::layer().with_ansi(false);
+    let layer = match file {
+        Some(f) => layer.with_writer(std::sync::Mutex::new(f)).boxed(),
+        None => layer.with_writer(std::io::stderr).boxed(),
+    };
+    match std::env::var("ZVISOR_LOG") {
+        Ok(spec) => {
+            let filter = tracing_subscriber::EnvFilter::try_new(spec)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+            tracing_subscriber::registry()
+                .with(layer.with_filter(filter))
+                .init();
+        }
+        Err(_) => tracing_subscriber::registry()
+            .with(layer.with_filter(level))
+            .init(),
     }
 }
 
