@@ -372,3 +372,40 @@ fn zvisor_started_as_zvisor_runc_is_the_runtime() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "via-argv0\n");
     assert_no_leaks(&b, &id);
 }
+
+#[test]
+fn json_log_features_and_spec() {
+    require_root!();
+    let mut b = Bundle::new(&["true"]);
+    b.config["process"]["cwd"] = json!("relative");
+    let log = b.dir.path().join("log.json");
+    let id = id("jsonlog");
+    let out = b.runc(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "create",
+        &id,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = std::fs::read_to_string(&log).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+    assert_eq!(v["level"], "error");
+    assert!(v["msg"].as_str().unwrap().contains("process.cwd"), "{v}");
+    let f: serde_json::Value = serde_json::from_str(&b.ok(&["features"])).unwrap();
+    assert!(f["linux"]["seccomp"]["archs"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("SCMP_ARCH_S390X")));
+    let d = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(runc_bin())
+        .args(["spec", "--bundle"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(spec["ociVersion"], "1.0.2");
+}
