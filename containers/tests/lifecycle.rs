@@ -349,31 +349,6 @@ fn time_namespace_with_offsets() {
 }
 
 #[test]
-fn zvisor_started_as_zvisor_runc_is_the_runtime() {
-    require_root!();
-    let b = Bundle::new(&["sh", "-c", "echo via-argv0"]);
-    let link_dir = tempfile::tempdir().unwrap();
-    let link = link_dir.path().join("zvisor-runc-argv0");
-    std::os::unix::fs::symlink(zvisor_bin(), &link).unwrap();
-    b.write();
-    let id = id("argv0");
-    let out = std::process::Command::new(&link)
-        .arg("--root")
-        .arg(b.state_root.path())
-        .args(["run", &id])
-        .current_dir(b.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "via-argv0\n");
-    assert_no_leaks(&b, &id);
-}
-
-#[test]
 fn json_log_features_and_spec() {
     require_root!();
     let mut b = Bundle::new(&["true"]);

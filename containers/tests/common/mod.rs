@@ -75,12 +75,6 @@ pub fn runc_bin() -> PathBuf {
     target_dir().join("debug/zvisor-runc")
 }
 
-/// The `zvisor` binary (it becomes the runtime when started as zvisor-runc*).
-pub fn zvisor_bin() -> PathBuf {
-    build_zvisor();
-    target_dir().join("debug/zvisor")
-}
-
 /// A bundle in a temporary directory with a busybox rootfs.
 pub struct Bundle {
     pub dir: tempfile::TempDir,
