@@ -6,11 +6,11 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Driver, Guest, TempDir};
 use zvisor_vmm::virtio::vsock::packet::{op, Header, HDR_LEN, TYPE_STREAM};
-use zvisor_vmm::virtio::vsock::{Vsock, VsockError};
+use zvisor_vmm::virtio::vsock::{Vsock, VsockError, MAX_PENDING_CTRL, QUEUE_SIZE};
 use zvisor_vmm::virtio::{features, status, types};
 
 const CID: u64 = 3;
@@ -26,6 +26,10 @@ struct G {
 }
 
 fn setup() -> G {
+    setup_rx(32)
+}
+
+fn setup_rx(n: usize) -> G {
     let dir = TempDir::new("vsock");
     let sock = dir.path("v.sock");
     let mut g = Guest::new();
@@ -40,7 +44,9 @@ fn setup() -> G {
         _dir: dir,
         sock,
     };
-    s.post_rx(32);
+    if n > 0 {
+        s.post_rx(n);
+    }
     s
 }
 
@@ -263,4 +269,46 @@ fn hostile_packets_are_dropped_or_reset() {
         Vsock::new(4, &s.sock),
         Err(VsockError::Bind { .. })
     ));
+}
+
+#[test]
+fn control_backlog_is_bounded_without_rx_buffers() {
+    // A guest that posts no RX buffers and floods packets that each need a
+    // reply: the device stops taking TX once MAX_PENDING_CTRL replies wait.
+    let mut s = setup_rx(0);
+    let h = s.g.alloc(HDR_LEN as u64);
+    s.g.write(h, &pkt(1, 2, op::RW, 0, 100, 0).encode());
+    let mut sent: u16 = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = (0u16, Instant::now());
+    loop {
+        let used = s.d.used_idx(1);
+        if sent.wrapping_sub(used) < QUEUE_SIZE && usize::from(sent) < 4 * MAX_PENDING_CTRL {
+            s.d.add_chain(1, &[(h, HDR_LEN as u32, false)]);
+            s.d.notify(1);
+            sent += 1;
+            continue;
+        }
+        if used != last.0 {
+            last = (used, Instant::now());
+        } else if last.1.elapsed() > Duration::from_millis(300) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "TX never stalled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(usize::from(s.d.used_idx(1)), MAX_PENDING_CTRL);
+    assert_eq!(
+        usize::from(sent),
+        MAX_PENDING_CTRL + usize::from(QUEUE_SIZE)
+    );
+    // RX buffers arrive: every packet gets its RST and TX drains fully.
+    s.post_rx(64);
+    for _ in 0..sent {
+        let (rst, _) = s.recv();
+        assert_eq!((rst.op, rst.dst_port, rst.src_port), (op::RST, 1, 2));
+    }
+    assert_eq!(s.d.used_idx(1), sent);
+    assert!(s.try_recv(Duration::from_millis(200)).is_none());
+    assert_eq!(s.d.status() & status::NEEDS_RESET, 0);
 }

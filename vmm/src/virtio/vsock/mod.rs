@@ -34,6 +34,9 @@ use crate::memory::GuestMemory;
 
 /// Queue size offered.
 pub const QUEUE_SIZE: u16 = 256;
+/// Control replies the device holds for the guest before it stops taking
+/// TX packets (a guest that posts no RX buffers cannot grow host memory).
+pub const MAX_PENDING_CTRL: usize = 2 * QUEUE_SIZE as usize;
 const RX: usize = 0;
 const TX: usize = 1;
 const LISTENER_TOKEN: u64 = BACKEND_TOKEN_BASE;
@@ -303,7 +306,10 @@ impl VsockHandler {
 
     fn process_tx(&mut self, ctl: &EpollCtl<'_>) -> Result<(), DeviceError> {
         let mut any = false;
-        while let Some(chain) = pop_chain(&mut self.tx, &self.mem)? {
+        while self.ctrl.len() < MAX_PENDING_CTRL {
+            let Some(chain) = pop_chain(&mut self.tx, &self.mem)? else {
+                break;
+            };
             self.handle_packet(ctl, &chain)?;
             add_used(&mut self.tx, &self.mem, chain.head, 0)?;
             any = true;
@@ -551,7 +557,16 @@ impl Handler for VsockHandler {
     }
     fn queue_notified(&mut self, ctl: &EpollCtl<'_>, q: usize) -> Result<(), DeviceError> {
         match q {
-            RX => self.process_rx(ctl),
+            RX => {
+                self.process_rx(ctl)?;
+                // TX may have stopped on a full control backlog; new RX
+                // buffers drained it, so pick TX up again.
+                if self.ctrl.len() < MAX_PENDING_CTRL {
+                    self.process_tx(ctl)
+                } else {
+                    Ok(())
+                }
+            }
             TX => self.process_tx(ctl),
             _ => Ok(()),
         }
