@@ -141,7 +141,13 @@ impl VirtioDevice for Console {
             output_watched: false,
             tx_pending: None,
         };
-        self.worker = Some(Worker::spawn("virtio-console", notify, interrupt, h)?);
+        match Worker::spawn("virtio-console", notify, interrupt, h) {
+            Ok(w) => self.worker = Some(w),
+            Err((e, h)) => {
+                self.io = Some(h.io);
+                return Err(e.into());
+            }
+        }
         Ok(())
     }
     fn reset(&mut self) -> bool {

@@ -88,7 +88,8 @@ impl VirtioDevice for Rng {
             queue: q.queue,
             buf: vec![0; MAX_REQUEST],
         };
-        self.worker = Some(Worker::spawn("virtio-rng", vec![q.notify], interrupt, h)?);
+        self.worker =
+            Some(Worker::spawn("virtio-rng", vec![q.notify], interrupt, h).map_err(|(e, _)| e)?);
         Ok(())
     }
     fn reset(&mut self) -> bool {

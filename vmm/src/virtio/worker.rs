@@ -7,7 +7,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -65,17 +65,52 @@ pub trait Handler: Send + 'static {
 /// handler (and so the device's backend) back.
 pub struct Worker<H> {
     kill: EventFd,
-    thread: Option<JoinHandle<H>>,
+    thread: Option<JoinHandle<Option<H>>>,
 }
 
 impl<H: Handler> Worker<H> {
     /// Spawns `name` serving `notify` (one eventfd per queue, token = position).
+    /// On failure the handler comes back with the error, so the device keeps
+    /// its backend and a later activation can try again.
     pub fn spawn(
         name: &str,
         notify: Vec<EventFd>,
         irq: Arc<dyn VirtioInterrupt>,
-        mut handler: H,
-    ) -> io::Result<Self> {
+        handler: H,
+    ) -> Result<Self, (io::Error, H)> {
+        let (kill, kill2, epoll) = match Self::setup(&notify) {
+            Ok(v) => v,
+            Err(e) => return Err((e, handler)),
+        };
+        // The handler goes over a channel after the thread exists, so a
+        // failed spawn leaves it with the caller.
+        let (htx, hrx) = mpsc::sync_channel::<H>(1);
+        let spawned = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let mut handler = hrx.recv().ok()?;
+                if let Err(e) = run(&epoll, &notify, &mut handler) {
+                    tracing::warn!("virtio device needs reset: {e}");
+                    irq.set_needs_reset();
+                    wait_readable(&kill2);
+                }
+                Some(handler)
+            });
+        let thread = match spawned {
+            Ok(t) => t,
+            Err(e) => return Err((e, handler)),
+        };
+        if let Err(mpsc::SendError(h)) = htx.send(handler) {
+            let _ = thread.join();
+            return Err((io::Error::other("worker thread exited early"), h));
+        }
+        Ok(Self {
+            kill,
+            thread: Some(thread),
+        })
+    }
+
+    fn setup(notify: &[EventFd]) -> io::Result<(EventFd, EventFd, Epoll)> {
         let kill = EventFd::new(libc::EFD_NONBLOCK)?;
         let kill2 = kill.try_clone()?;
         let epoll = Epoll::new()?;
@@ -91,20 +126,7 @@ impl<H: Handler> Worker<H> {
                 EpollEvent::new(EventSet::IN, i as u64),
             )?;
         }
-        let thread = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || {
-                if let Err(e) = run(&epoll, &notify, &mut handler) {
-                    tracing::warn!("virtio device needs reset: {e}");
-                    irq.set_needs_reset();
-                    wait_readable(&kill2);
-                }
-                handler
-            })?;
-        Ok(Self {
-            kill,
-            thread: Some(thread),
-        })
+        Ok((kill, kill2, epoll))
     }
 
     /// Stops the thread and waits for it; returns the handler unless the
@@ -112,7 +134,7 @@ impl<H: Handler> Worker<H> {
     pub fn stop(&mut self) -> Option<H> {
         let t = self.thread.take()?;
         let _ = self.kill.write(1);
-        t.join().ok()
+        t.join().ok().flatten()
     }
 }
 

@@ -243,12 +243,13 @@ impl VirtioDevice for Block {
             index: q.index,
             scratch: Scratch::default(),
         };
-        self.worker = Some(Worker::spawn(
-            "virtio-blk",
-            vec![q.notify],
-            interrupt,
-            handler,
-        )?);
+        match Worker::spawn("virtio-blk", vec![q.notify], interrupt, handler) {
+            Ok(w) => self.worker = Some(w),
+            Err((e, h)) => {
+                self.disk = Some(h.disk);
+                return Err(e.into());
+            }
+        }
         Ok(())
     }
     fn reset(&mut self) -> bool {

@@ -206,7 +206,13 @@ impl VirtioDevice for Net {
             tap_watched: false,
             stats: NetStats::default(),
         };
-        self.worker = Some(Worker::spawn("virtio-net", notify, interrupt, h)?);
+        match Worker::spawn("virtio-net", notify, interrupt, h) {
+            Ok(w) => self.worker = Some(w),
+            Err((e, h)) => {
+                self.tap = Some(h.tap);
+                return Err(e.into());
+            }
+        }
         Ok(())
     }
     fn reset(&mut self) -> bool {

@@ -144,7 +144,13 @@ impl VirtioDevice for Vsock {
             next_port: FIRST_LOCAL_PORT,
             buf: vec![0; MAX_PAYLOAD as usize],
         };
-        self.worker = Some(Worker::spawn("virtio-vsock", notify, interrupt, h)?);
+        match Worker::spawn("virtio-vsock", notify, interrupt, h) {
+            Ok(w) => self.worker = Some(w),
+            Err((e, h)) => {
+                self.listener = Some(h.listener);
+                return Err(e.into());
+            }
+        }
         Ok(())
     }
     fn reset(&mut self) -> bool {
