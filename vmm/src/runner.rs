@@ -117,6 +117,7 @@ pub fn run<P: Platform>(
             Ok(h) => threads.push(h),
             Err(e) => {
                 stop_all(&stop, std::mem::take(&mut threads));
+                platform.teardown();
                 return Err(e);
             }
         }
