@@ -124,8 +124,8 @@ pub fn pop_chain_into(
         return Err(ChainError::Empty(head));
     }
     // virtio-queue's iterator stops silently on a loop (its TTL), an index
-    // past the table or a bad indirect table; the last descriptor then still
-    // says "next".
+    // past the table, a bad indirect table, or a descriptor that would take
+    // the chain past 4 GiB; the last descriptor then still says "next".
     if last_has_next {
         return Err(ChainError::Unterminated(head));
     }
@@ -303,6 +303,49 @@ pub fn iovecs_range(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chain_over_4gib_is_refused_as_unterminated() {
+        let mem = crate::memory::create(&[(GuestAddress(0), 64 << 20)]).unwrap();
+        let w16 = |a: u64, v: u16| mem.write_obj(v.to_le(), GuestAddress(a)).unwrap();
+        let desc = |a: u64, addr: u64, len: u32, flags: u16, next: u16| {
+            mem.write_obj(addr.to_le(), GuestAddress(a)).unwrap();
+            mem.write_obj(len.to_le(), GuestAddress(a + 8)).unwrap();
+            mem.write_obj(flags.to_le(), GuestAddress(a + 12)).unwrap();
+            mem.write_obj(next.to_le(), GuestAddress(a + 14)).unwrap();
+        };
+        let mut q = Queue::new(4).unwrap();
+        q.set_desc_table_address(Some(0x1000), Some(0));
+        q.set_avail_ring_address(Some(0x2000), Some(0));
+        q.set_used_ring_address(Some(0x3000), Some(0));
+        q.set_ready(true);
+        // An indirect table whose buffers all lie in RAM: `n` x 64 MiB.
+        let run = |q: &mut Queue, head: u16, n: u16| {
+            let table = 0x10000 + u64::from(head) * 0x2000;
+            for i in 0..n {
+                let flags = if i + 1 < n { 1 } else { 0 } | 2; // NEXT | WRITE
+                desc(table + 16 * u64::from(i), 0, 64 << 20, flags, i + 1);
+            }
+            desc(
+                0x1000 + 16 * u64::from(head),
+                table,
+                16 * u32::from(n),
+                4,
+                0,
+            );
+            w16(0x2004 + 2 * u64::from(head), head);
+            w16(0x2002, head + 1);
+            pop_chain(q, &mem)
+        };
+        // 63 x 64 MiB fits under 4 GiB; 64 x 64 MiB is 4 GiB, one byte too many.
+        let ok = run(&mut q, 0, 63).unwrap().unwrap();
+        assert_eq!(ok.writable_len(), 63 << 26);
+        // The iterator stops before the descriptor that crosses 4 GiB.
+        assert!(matches!(
+            run(&mut q, 1, 64),
+            Err(ChainError::Unterminated(1))
+        ));
+    }
 
     #[test]
     fn split_at_boundaries() {
