@@ -252,7 +252,6 @@ impl Platform for X86Platform {
                 vm.register_irqfd(fd, d.irq).map_err(kvm_err("KVM_IRQFD"))?;
             }
         }
-        serial::spawn_stdin_reader(serial, config.console);
 
         let pio = Arc::new(pio);
         let supported = kvm
@@ -271,6 +270,8 @@ impl Platform for X86Platform {
                 latch.clone(),
             )?);
         }
+        // Last, so a build that fails leaves no thread holding stdin.
+        serial::spawn_stdin_reader(serial, config.console);
         debug!(cpus = config.cpus, memory = %config.memory, "x86_64 VM built");
         Ok((X86Platform { _vm: vm, _mem: mem }, vcpus))
     }
