@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Size of the virtio-net header (virtio 1.x always carries `num_buffers`).
@@ -188,14 +188,9 @@ impl Tap {
 
     /// A second handle on the same tap queue.
     pub fn try_clone(&self) -> io::Result<Self> {
-        // SAFETY: dup of an fd we own; the new fd is owned by the result.
-        let fd = unsafe { libc::dup(self.file.as_raw_fd()) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // File::try_clone duplicates with F_DUPFD_CLOEXEC.
         Ok(Self {
-            // SAFETY: `fd` was just returned by dup and is owned by nobody else.
-            file: unsafe { File::from_raw_fd(fd) },
+            file: self.file.try_clone()?,
             name: self.name.clone(),
         })
     }
