@@ -203,7 +203,7 @@ impl MmioTransport {
         }
         let old = self.status;
         if v & old != old {
-            tracing::warn!("virtio-mmio: driver cleared status bits {old:#x} -> {v:#x}; ignored");
+            tracing::debug!("virtio-mmio: driver cleared status bits {old:#x} -> {v:#x}; ignored");
             return;
         }
         let mut v = v & !status::NEEDS_RESET;
@@ -276,7 +276,7 @@ impl MmioTransport {
 
     fn queue_mut(&mut self) -> Option<&mut Queue> {
         if self.status & status::DRIVER_OK != 0 {
-            tracing::warn!("virtio-mmio: queue register written after DRIVER_OK; ignored");
+            tracing::debug!("virtio-mmio: queue register written after DRIVER_OK; ignored");
             return None;
         }
         self.queues.get_mut(self.queue_sel as usize)
@@ -306,7 +306,7 @@ impl MmioTransport {
         };
         // Alignment lives in the low half, so a refusal here is final.
         if r.is_err() {
-            tracing::warn!("virtio-mmio: misaligned ring address {new:#x} for queue {sel}");
+            tracing::debug!("virtio-mmio: misaligned ring address {new:#x} for queue {sel}");
             self.queue_bad[sel] = true;
         }
     }
@@ -341,7 +341,7 @@ impl MmioTransport {
             regs::DRIVER_FEATURES_SEL => self.driver_features_sel = v,
             regs::DRIVER_FEATURES => {
                 if self.status & status::FEATURES_OK != 0 {
-                    tracing::warn!("virtio-mmio: features written after FEATURES_OK; ignored");
+                    tracing::debug!("virtio-mmio: features written after FEATURES_OK; ignored");
                     return;
                 }
                 match self.driver_features_sel {
@@ -354,7 +354,7 @@ impl MmioTransport {
                     }
                     _ => {
                         if v != 0 {
-                            tracing::warn!("virtio-mmio: driver acked unknown feature word");
+                            tracing::debug!("virtio-mmio: driver acked unknown feature word");
                             self.driver_features |= 1 << 63; // never offered: fails FEATURES_OK
                         }
                     }
@@ -368,7 +368,7 @@ impl MmioTransport {
                     .ok()
                     .is_some_and(|n| q.try_set_size(n).is_ok());
                 if !ok {
-                    tracing::warn!("virtio-mmio: invalid size {v} for queue {sel}");
+                    tracing::debug!("virtio-mmio: invalid size {v} for queue {sel}");
                     self.queue_bad[sel] = true;
                 }
             }
@@ -379,7 +379,7 @@ impl MmioTransport {
             }
             regs::QUEUE_NOTIFY => {
                 if !self.active {
-                    tracing::warn!("virtio-mmio: queue {v} notified before DRIVER_OK; ignored");
+                    tracing::debug!("virtio-mmio: queue {v} notified before DRIVER_OK; ignored");
                     return;
                 }
                 match self.notify.get(v as usize) {
@@ -388,7 +388,7 @@ impl MmioTransport {
                             tracing::error!("virtio-mmio: cannot signal queue {v}: {e}");
                         }
                     }
-                    None => tracing::warn!("virtio-mmio: notify for nonexistent queue {v}"),
+                    None => tracing::debug!("virtio-mmio: notify for nonexistent queue {v}"),
                 }
             }
             regs::INTERRUPT_ACK => {

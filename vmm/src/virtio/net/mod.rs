@@ -204,6 +204,7 @@ impl VirtioDevice for Net {
             frame: vec![0; MAX_FRAME],
             pending: None,
             tap_watched: false,
+            tap_error_logged: false,
             stats: NetStats::default(),
         };
         match Worker::spawn("virtio-net", notify, interrupt, h) {
@@ -247,6 +248,8 @@ struct NetHandler {
     /// Length of a frame read from the tap and not yet delivered.
     pending: Option<usize>,
     tap_watched: bool,
+    /// A tap read error was already logged at warn level.
+    tap_error_logged: bool,
     stats: NetStats,
 }
 
@@ -278,7 +281,13 @@ impl NetHandler {
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        tracing::warn!("virtio-net: tap read failed: {e}");
+                        // A persistent error would repeat on every wakeup.
+                        if self.tap_error_logged {
+                            tracing::debug!("virtio-net: tap read failed: {e}");
+                        } else {
+                            tracing::warn!("virtio-net: tap read failed: {e}");
+                            self.tap_error_logged = true;
+                        }
                         self.watch_tap(ctl, true)?;
                         break;
                     }
