@@ -224,6 +224,19 @@ fn cmdline_too_long() {
         &["--kernel", k.to_str().unwrap(), "--cmdline", &long],
         &["--cmdline is 5000 bytes", "2047"],
     );
+    // Checked before the host is touched: a missing KVM device does not mask it.
+    let k = k.to_str().unwrap();
+    assert_refused(
+        &[
+            "--kernel",
+            k,
+            "--cmdline",
+            &long,
+            "--kvm",
+            "/nonexistent/kvm",
+        ],
+        &["--cmdline is 5000 bytes", "2047"],
+    );
 }
 
 /// Device options: one line, non-zero exit, nothing created.

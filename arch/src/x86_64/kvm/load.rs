@@ -20,6 +20,24 @@ fn write(mem: &GuestMemory, what: &'static str, addr: u64, b: &[u8]) -> Result<(
         .map_err(|e| Error::GuestWrite(what, e))
 }
 
+/// Refuses a command line `info`'s kernel cannot take; pure, so it runs
+/// before any KVM or memory setup.
+pub(super) fn check_cmdline(config: &VmConfig, info: &KernelInfo) -> Result<(), Error> {
+    let cmdline = config.cmdline.as_bytes();
+    if cmdline.contains(&0) {
+        return Err(Error::CmdlineNul);
+    }
+    let kernel_max = match info {
+        KernelInfo::BzImage { cmdline_size, .. } => *cmdline_size as usize,
+        KernelInfo::Elf { .. } => layout::CMDLINE_MAX,
+    };
+    let max = kernel_max.min(layout::CMDLINE_MAX);
+    if cmdline.len() > max {
+        return Err(Error::CmdlineTooLong(cmdline.len(), max));
+    }
+    Ok(())
+}
+
 /// Loads everything and returns the boot vCPU's entry.
 pub(super) fn load(
     config: &VmConfig,
@@ -32,15 +50,11 @@ pub(super) fn load(
 ) -> Result<Entry, Error> {
     let himem = Some(GuestAddress(layout::HIMEM_START));
     let lerr = |e| Error::LoadKernel(config.kernel.clone(), e);
-    let (entry, kernel_end, cmdline_max) = match info {
-        KernelInfo::BzImage { cmdline_size, .. } => {
+    let (entry, kernel_end) = match info {
+        KernelInfo::BzImage { .. } => {
             let r = BzImage::load(mem, None, kfile, himem).map_err(lerr)?;
             // The 64-bit entry point is 0x200 past the protected-mode start.
-            (
-                Entry::Long(r.kernel_load.0 + 0x200),
-                info.needs_end(),
-                *cmdline_size as usize,
-            )
+            (Entry::Long(r.kernel_load.0 + 0x200), info.needs_end())
         }
         KernelInfo::Elf {
             entry, pvh_entry, ..
@@ -50,20 +64,12 @@ pub(super) fn load(
                 Some(p) => Entry::Pvh(*p),
                 None => Entry::Long(*entry),
             };
-            (e, r.kernel_end.max(info.needs_end()), layout::CMDLINE_MAX)
+            (e, r.kernel_end.max(info.needs_end()))
         }
     };
 
-    // Command line.
-    let cmdline = config.cmdline.as_bytes();
-    if cmdline.contains(&0) {
-        return Err(Error::CmdlineNul);
-    }
-    let max = cmdline_max.min(layout::CMDLINE_MAX);
-    if cmdline.len() > max {
-        return Err(Error::CmdlineTooLong(cmdline.len(), max));
-    }
-    let mut c = cmdline.to_vec();
+    // Command line (checked by `check_cmdline` before the VM was made).
+    let mut c = config.cmdline.as_bytes().to_vec();
     c.push(0);
     write(mem, "the command line", layout::CMDLINE_ADDR, &c)?;
 
@@ -108,7 +114,7 @@ pub(super) fn load(
             if let KernelInfo::BzImage { load, .. } = info {
                 z.set_code32_start(*load as u32);
             }
-            z.set_cmdline(layout::CMDLINE_ADDR, cmdline.len());
+            z.set_cmdline(layout::CMDLINE_ADDR, config.cmdline.len());
             if let Some((a, l)) = initrd {
                 z.set_initrd(a, l);
             }

@@ -165,6 +165,8 @@ impl Platform for X86Platform {
             None => None,
         };
 
+        load::check_cmdline(config, &info)?;
+
         let kvm = open_kvm(&config.kvm_path)?;
         let max = kvm.get_max_vcpus();
         if config.cpus as usize > max {
