@@ -7,8 +7,6 @@
 //! extension traits or associated types in `zvisor-arch`, never methods here
 //! gated on `target_arch`.
 
-use std::sync::Arc;
-
 use crate::bus::Bus;
 use crate::config::VmConfig;
 use crate::exit::GuestExit;
@@ -73,6 +71,3 @@ pub trait Platform: Sized + Send + 'static {
     /// Called once from the core's main thread after all vCPUs stopped.
     fn teardown(self) {}
 }
-
-/// Shared handle that vCPU threads use to see that the VM must stop.
-pub type StopFlag = Arc<std::sync::atomic::AtomicBool>;

@@ -46,7 +46,6 @@ pub struct Console {
     /// A dup of the output for emergency writes while the worker owns `io`.
     emerg: File,
     worker: Option<Worker<ConsoleHandler>>,
-    acked: u64,
 }
 
 struct ConsoleIo {
@@ -69,7 +68,6 @@ impl Console {
                 output,
             }),
             worker: None,
-            acked: 0,
         })
     }
 }
@@ -97,9 +95,7 @@ impl VirtioDevice for Console {
     fn features(&self) -> u64 {
         features::VERSION_1 | features::RING_INDIRECT_DESC | F_EMERG_WRITE
     }
-    fn ack_features(&mut self, value: u64) {
-        self.acked = value & self.features();
-    }
+    fn ack_features(&mut self, _value: u64) {}
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // cols, rows, max_nr_ports (1), emerg_wr.
         let mut cfg = [0u8; 12];
@@ -157,7 +153,6 @@ impl VirtioDevice for Console {
                 None => return false,
             }
         }
-        self.acked = 0;
         true
     }
 }

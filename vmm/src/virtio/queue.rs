@@ -6,8 +6,6 @@
 //! fits the spec's 4 GiB limit. Anything else is a [`ChainError`], which the
 //! device turns into `NEEDS_RESET`.
 
-use std::sync::atomic::Ordering;
-
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
@@ -152,13 +150,6 @@ pub fn signal_used(
         irq.trigger(InterruptReason::Queue(index))?;
     }
     Ok(())
-}
-
-/// True if the driver has made chains available that the device has not popped.
-pub fn has_pending(q: &Queue, mem: &GuestMemory) -> bool {
-    q.avail_idx(mem, Ordering::Acquire)
-        .map(|idx| idx.0 != q.next_avail())
-        .unwrap_or(false)
 }
 
 /// Copies from the chain's segments, starting `offset` bytes in, into `buf`.

@@ -21,7 +21,6 @@ pub const MAX_REQUEST: usize = 64 << 10;
 #[derive(Default)]
 pub struct Rng {
     worker: Option<Worker<RngHandler>>,
-    acked: u64,
 }
 
 impl Rng {
@@ -60,9 +59,7 @@ impl VirtioDevice for Rng {
     fn features(&self) -> u64 {
         features::VERSION_1 | features::RING_INDIRECT_DESC
     }
-    fn ack_features(&mut self, value: u64) {
-        self.acked = value & self.features();
-    }
+    fn ack_features(&mut self, _value: u64) {}
     fn read_config(&self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
@@ -98,7 +95,6 @@ impl VirtioDevice for Rng {
                 return false;
             }
         }
-        self.acked = 0;
         true
     }
 }

@@ -96,7 +96,6 @@ pub struct Block {
     worker: Option<Worker<BlockHandler>>,
     config: [u8; CONFIG_LEN],
     avail: u64,
-    acked: u64,
 }
 
 impl Block {
@@ -162,7 +161,6 @@ impl Block {
             worker: None,
             config,
             avail,
-            acked: 0,
         })
     }
 
@@ -215,9 +213,7 @@ impl VirtioDevice for Block {
     fn features(&self) -> u64 {
         self.avail
     }
-    fn ack_features(&mut self, value: u64) {
-        self.acked = value & self.avail;
-    }
+    fn ack_features(&mut self, _value: u64) {}
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         super::read_config_bytes(&self.config, offset, data);
     }
@@ -259,7 +255,6 @@ impl VirtioDevice for Block {
                 None => return false,
             }
         }
-        self.acked = 0;
         true
     }
 }

@@ -205,7 +205,6 @@ impl VirtioDevice for Net {
             pending: None,
             tap_watched: false,
             tap_error_logged: false,
-            stats: NetStats::default(),
         };
         match Worker::spawn("virtio-net", notify, interrupt, h) {
             Ok(w) => self.worker = Some(w),
@@ -228,15 +227,6 @@ impl VirtioDevice for Net {
     }
 }
 
-/// Counters of what the device dropped.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NetStats {
-    /// TX frames refused (bad header, size).
-    pub tx_dropped: u64,
-    /// RX frames that fit no buffer.
-    pub rx_dropped: u64,
-}
-
 struct NetHandler {
     tap: Tap,
     mem: GuestMemory,
@@ -250,7 +240,6 @@ struct NetHandler {
     tap_watched: bool,
     /// A tap read error was already logged at warn level.
     tap_error_logged: bool,
-    stats: NetStats,
 }
 
 impl NetHandler {
@@ -301,7 +290,6 @@ impl NetHandler {
                 }
                 Delivery::Dropped => {
                     self.pending = None;
-                    self.stats.rx_dropped += 1;
                 }
                 Delivery::NoBuffers => {
                     // Wait for the driver to post buffers (RX notify).
@@ -369,7 +357,6 @@ impl NetHandler {
             while let Some(chain) = pop_chain(&mut self.tx, &self.mem)? {
                 if let Err(why) = self.send(&chain) {
                     tracing::debug!("virtio-net: tx frame dropped: {why}");
-                    self.stats.tx_dropped += 1;
                 }
                 add_used(&mut self.tx, &self.mem, chain.head, 0)?;
                 any = true;

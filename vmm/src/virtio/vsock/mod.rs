@@ -65,7 +65,6 @@ pub struct Vsock {
     path: PathBuf,
     listener: Option<UnixListener>,
     worker: Option<Worker<VsockHandler>>,
-    acked: u64,
 }
 
 impl Vsock {
@@ -85,7 +84,6 @@ impl Vsock {
             path: path.to_path_buf(),
             listener: Some(listener),
             worker: None,
-            acked: 0,
         })
     }
 }
@@ -100,9 +98,7 @@ impl VirtioDevice for Vsock {
     fn features(&self) -> u64 {
         features::VERSION_1 | features::RING_INDIRECT_DESC
     }
-    fn ack_features(&mut self, value: u64) {
-        self.acked = value & self.features();
-    }
+    fn ack_features(&mut self, _value: u64) {}
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         super::read_config_bytes(&self.cid.to_le_bytes(), offset, data);
     }
@@ -161,7 +157,6 @@ impl VirtioDevice for Vsock {
                 None => return false,
             }
         }
-        self.acked = 0;
         true
     }
 }
