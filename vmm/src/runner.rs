@@ -10,7 +10,7 @@
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::thread;
 use std::time::Duration;
 
@@ -34,8 +34,22 @@ pub enum RunError<E: std::error::Error + Send + Sync + 'static> {
 }
 
 enum Event<E> {
+    /// A vCPU or an external request ended the VM.
     Exit(GuestExit),
+    /// A vCPU failed.
     Failed(E),
+    /// A vCPU thread ended; sent by a drop guard, so also on unwinding.
+    Gone,
+}
+
+/// Sends [`Event::Gone`] when its vCPU thread ends, however it ends, so the
+/// runner never waits for a thread that is no longer there.
+struct GoneGuard<E>(mpsc::Sender<Event<E>>);
+
+impl<E> Drop for GoneGuard<E> {
+    fn drop(&mut self) {
+        let _ = self.0.send(Event::Gone);
+    }
 }
 
 /// The signal used to kick vCPU threads out of `KVM_RUN`.
@@ -61,16 +75,15 @@ fn install_kick_handler() {
 }
 
 /// A way for the caller (signal handling, an API) to stop a running VM.
+/// It sends straight into the runner's event channel; after the run ended,
+/// a stop does nothing.
 #[derive(Clone)]
-pub struct StopSender(mpsc::Sender<StopRequest>);
-
-/// A request to stop the VM from outside the guest.
-pub struct StopRequest(pub GuestExit);
+pub struct StopSender(Arc<dyn Fn(GuestExit) + Send + Sync>);
 
 impl StopSender {
     /// Asks the VM to stop with `reason` as its outcome.
     pub fn stop(&self, reason: GuestExit) {
-        let _ = self.0.send(StopRequest(reason));
+        (self.0)(reason)
     }
 }
 
@@ -94,21 +107,24 @@ pub fn run<P: Platform>(
         let (tx, flag, mmio) = (tx.clone(), stop.clone(), mmio.clone());
         let h = thread::Builder::new()
             .name(format!("vcpu{i}"))
-            .spawn(move || loop {
-                if flag.load(Ordering::Acquire) {
-                    return;
-                }
-                match vcpu.run(&mmio) {
-                    Ok(VcpuExit::Continue) | Ok(VcpuExit::Interrupted) => {}
-                    Ok(VcpuExit::Stop(exit)) => {
-                        debug!(vcpu = i, %exit, "vcpu stopped");
-                        let _ = tx.send(Event::Exit(exit));
+            .spawn(move || {
+                let _gone = GoneGuard(tx.clone());
+                loop {
+                    if flag.load(Ordering::Acquire) {
                         return;
                     }
-                    Err(e) => {
-                        error!(vcpu = i, error = %e, "vcpu failed");
-                        let _ = tx.send(Event::Failed(e));
-                        return;
+                    match vcpu.run(&mmio) {
+                        Ok(VcpuExit::Continue) | Ok(VcpuExit::Interrupted) => {}
+                        Ok(VcpuExit::Stop(exit)) => {
+                            debug!(vcpu = i, %exit, "vcpu stopped");
+                            let _ = tx.send(Event::Exit(exit));
+                            return;
+                        }
+                        Err(e) => {
+                            error!(vcpu = i, error = %e, "vcpu failed");
+                            let _ = tx.send(Event::Failed(e));
+                            return;
+                        }
                     }
                 }
             })
@@ -123,25 +139,31 @@ pub fn run<P: Platform>(
         }
     }
 
-    let (stx, srx) = mpsc::channel::<StopRequest>();
-    on_start(StopSender(stx));
-    // Forward external stop requests into the same channel as vCPU events.
+    let n_vcpus = threads.len();
     {
-        let tx = tx.clone();
-        thread::spawn(move || {
-            if let Ok(StopRequest(r)) = srx.recv() {
-                let _ = tx.send(Event::Exit(r));
-            }
-        });
+        let tx = Mutex::new(tx);
+        on_start(StopSender(Arc::new(move |r| {
+            let tx = tx.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = tx.send(Event::Exit(r));
+        })));
     }
-    drop(tx);
 
-    let outcome = match rx.recv() {
-        Ok(Event::Exit(e)) => Ok(e),
-        Ok(Event::Failed(e)) => Err(RunError::Platform(e)),
-        Err(_) => Ok(GuestExit::Crash(
+    let mut gone = 0;
+    let outcome = loop {
+        match rx.recv() {
+            Ok(Event::Exit(e)) => break Ok(e),
+            Ok(Event::Failed(e)) => break Err(RunError::Platform(e)),
+            Ok(Event::Gone) => {
+                gone += 1;
+                if gone < n_vcpus {
+                    continue;
+                }
+            }
+            Err(_) => {}
+        }
+        break Ok(GuestExit::Crash(
             "all vCPUs stopped without a reason".into(),
-        )),
+        ));
     };
     stop_all(&stop, threads);
     platform.teardown();
@@ -233,5 +255,44 @@ mod tests {
         })
         .unwrap();
         assert_eq!(r, GuestExit::Signalled(15));
+    }
+
+    struct PanicVcpu;
+    impl PlatformVcpu for PanicVcpu {
+        type Error = FakeErr;
+        fn run(&mut self, _: &Bus) -> Result<VcpuExit, FakeErr> {
+            panic!("vcpu bug (expected by this test)");
+        }
+    }
+    struct PanicPlatform;
+    impl Platform for PanicPlatform {
+        const ARCH: &'static str = "fake";
+        type Vcpu = PanicVcpu;
+        type Error = FakeErr;
+        fn build(
+            c: &VmConfig,
+            _: &mut Bus,
+            _: Vec<Box<dyn VirtioDevice>>,
+        ) -> Result<(Self, Vec<PanicVcpu>), FakeErr> {
+            Ok((PanicPlatform, (0..c.cpus).map(|_| PanicVcpu).collect()))
+        }
+    }
+
+    #[test]
+    fn vcpu_threads_that_die_silently_end_the_run_even_with_a_live_stop_sender() {
+        let mut cfg = VmConfig::new("/nonexistent");
+        cfg.cpus = 2;
+        let kept = std::sync::Mutex::new(None);
+        let r = run::<PanicPlatform>(&cfg, Bus::new(), Vec::new(), |s| {
+            *kept.lock().unwrap() = Some(s);
+        })
+        .unwrap();
+        assert!(matches!(r, GuestExit::Crash(_)), "{r:?}");
+        // A stop after the run ended is harmless.
+        kept.lock()
+            .unwrap()
+            .take()
+            .unwrap()
+            .stop(GuestExit::PowerOff);
     }
 }
