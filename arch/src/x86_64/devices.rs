@@ -3,8 +3,7 @@
 //! to stop records why in an [`ExitLatch`]; the vCPU that made the access
 //! checks the latch after every port write.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 
 use tracing::debug;
 use zvisor_vmm::bus::BusDevice;
@@ -14,27 +13,17 @@ use super::layout;
 
 /// First requested exit wins; read by the vCPUs.
 #[derive(Default)]
-pub struct ExitLatch {
-    set: AtomicBool,
-    exit: Mutex<Option<GuestExit>>,
-}
+pub struct ExitLatch(OnceLock<GuestExit>);
 
 impl ExitLatch {
     /// Records `exit` unless another exit was recorded first.
     pub fn request(&self, exit: GuestExit) {
-        let mut g = self.exit.lock().unwrap_or_else(|p| p.into_inner());
-        if g.is_none() {
-            *g = Some(exit);
-            self.set.store(true, Ordering::Release);
-        }
+        let _ = self.0.set(exit);
     }
 
-    /// The recorded exit, if any (cheap when none).
+    /// The recorded exit, if any (one atomic load when none).
     pub fn get(&self) -> Option<GuestExit> {
-        if !self.set.load(Ordering::Acquire) {
-            return None;
-        }
-        self.exit.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.get().cloned()
     }
 }
 
