@@ -228,7 +228,25 @@ fn x86_64_root_disk_and_several_disks_and_nics() {
     };
 
     // L2 for the root disk: a busybox /init that loads the modules and
-    // switches to root=; no zvisor-init in this image.
+    // switches to root=; no zvisor-init in this image. It exists because
+    // Debian builds the virtio transport and block driver as modules.
+    let config = std::fs::read_to_string(k.dir.join(format!("root/boot/config-{}", k.kver)))
+        .unwrap_or_default();
+    let opts: Vec<String> = ["CONFIG_VIRTIO_MMIO", "CONFIG_VIRTIO_BLK", "CONFIG_EXT4_FS"]
+        .iter()
+        .map(|o| {
+            config
+                .lines()
+                .find(|l| l.starts_with(&format!("{o}=")))
+                .unwrap_or(o)
+                .to_string()
+        })
+        .collect();
+    eprintln!(
+        "L2 kernel {}: {}; root=/dev/vda needs an initramfs that loads virtio_mmio and virtio_blk",
+        k.kver,
+        opts.join(" ")
+    );
     let root_initrd = dir.join("l2-root.cpio");
     write_image_file(
         &ImageSpec {
