@@ -7,7 +7,8 @@
 //! - `root.img`: ext4 made with `mke2fs -d` from a tiny root filesystem:
 //!   `zvisor-init` as `/sbin/init`, busybox, the L2 script and a random token;
 //! - `data.img`: raw, a known header and pattern (read-write);
-//! - `ro.img`: raw, a known header and pattern (read-only).
+//! - `ro.img`: raw, a known header and pattern; writable for L1, so only
+//!   zvisor's `readonly=on` keeps L2 from changing it.
 //!
 //! L1's init runs two L2 boots (scripts in `qemu-tests/guest/`):
 //! 1. `rootdisk`: `zvisor run --disk path=<l1-root>,serial=zv-root --disk
@@ -342,7 +343,8 @@ fn x86_64_root_disk_and_several_disks_and_nics() {
         let log = dir.join(format!("l1-console-{n}.log"));
         let mut extra = drive(&disks.root, "root", ",cache=unsafe");
         extra.extend(drive(&disks.data, "data", ",cache=unsafe"));
-        extra.extend(drive(&disks.ro, "ro", ",readonly=on"));
+        // Writable for L1: only zvisor's readonly=on protects it from L2.
+        extra.extend(drive(&disks.ro, "ro", ",cache=unsafe"));
         let spec = QemuSpec {
             arch,
             nested: true,
