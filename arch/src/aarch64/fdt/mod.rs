@@ -407,6 +407,8 @@ fn gic(w: &mut FdtWriter, cfg: &FdtConfig) -> Result<(), FdtError> {
     }
     w.property_null("interrupt-controller")?;
     w.property_u32("#interrupt-cells", 3)?;
+    // dtc wants it on an interrupt provider (interrupt-map users read it).
+    w.property_u32("#address-cells", 2)?;
     let r: Vec<u64> = regions.iter().flat_map(|g| [g.base, g.size]).collect();
     w.property_u64s("reg", &r)?;
     w.property_cells(
