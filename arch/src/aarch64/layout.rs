@@ -22,7 +22,9 @@
 //!
 //! Boot placement inside RAM follows the arm64 boot protocol
 //! (Documentation/arch/arm64/booting.rst): the kernel Image at a 2 MiB
-//! aligned base plus its `text_offset`; the DTB 8-byte aligned, at most
+//! aligned base plus its `text_offset`, here 2 MiB into RAM: the first
+//! 2 MiB stay free for firmware data, where QEMU `virt` puts its own DTB
+//! when it boots without `-kernel` (and Cloud Hypervisor its FDT); the DTB 8-byte aligned, at most
 //! 2 MiB, in its own 2 MiB block: zvisor puts it in the last 2 MiB of RAM
 //! (as Firecracker does) and the initrd page-aligned just below it, so the
 //! kernel's own memory (which grows from its load address) never meets them.
@@ -87,6 +89,8 @@ pub const TIMER_PPIS: [u32; 4] = [13, 14, 11, 10];
 pub const FDT_MAX_SIZE: u64 = 2 << 20;
 /// The kernel Image's base alignment.
 pub const KERNEL_ALIGN: u64 = 2 << 20;
+/// Where the kernel's 2 MiB aligned base is, from [`RAM_BASE`].
+pub const KERNEL_OFFSET: u64 = 2 << 20;
 /// Initrd alignment.
 pub const INITRD_ALIGN: u64 = 4096;
 
@@ -251,7 +255,7 @@ impl BootLayout {
         };
         let ram_end = RAM_BASE + ram_size;
         let fdt_addr = ram_end - FDT_MAX_SIZE;
-        let kernel_addr = RAM_BASE + text_offset;
+        let kernel_addr = RAM_BASE + KERNEL_OFFSET + text_offset;
         let kernel_end = kernel_addr.checked_add(image_size).ok_or(too_big.clone())?;
         let initrd_addr = if initrd_size == 0 {
             fdt_addr
@@ -312,7 +316,7 @@ mod tests {
     #[test]
     fn boot_layout_places_fdt_last_and_initrd_below_it() {
         let l = BootLayout::plan(512 << 20, 0, 30 << 20, 5_000_000).unwrap();
-        assert_eq!(l.kernel_addr, RAM_BASE);
+        assert_eq!(l.kernel_addr, RAM_BASE + (2 << 20));
         assert_eq!(l.fdt_addr, RAM_BASE + (510 << 20));
         assert_eq!(l.fdt_addr % (2 << 20), 0);
         assert_eq!(l.initrd_addr % INITRD_ALIGN, 0);
@@ -320,7 +324,7 @@ mod tests {
         assert!(l.fdt_addr - l.initrd_addr < l.initrd_size + INITRD_ALIGN);
         assert!(l.kernel_end <= l.initrd_addr);
         let l = BootLayout::plan(64 << 20, 0x8_0000, 1 << 20, 0).unwrap();
-        assert_eq!(l.kernel_addr, RAM_BASE + 0x8_0000);
+        assert_eq!(l.kernel_addr, RAM_BASE + (2 << 20) + 0x8_0000);
         assert_eq!(l.initrd_size, 0);
     }
 
@@ -358,6 +362,6 @@ mod tests {
             );
         }
         // Exactly full: kernel up to the initrd, initrd up to the FDT.
-        assert!(BootLayout::plan(64 << 20, 0, 60 << 20, 2 << 20).is_ok());
+        assert!(BootLayout::plan(64 << 20, 0, 58 << 20, 2 << 20).is_ok());
     }
 }
