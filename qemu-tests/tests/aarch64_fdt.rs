@@ -45,7 +45,7 @@ const CC: &str = "aarch64-linux-gnu-gcc";
 const DISK_MARKER: &str = "ZVISOR-FDT-DISK-SECTOR-1";
 /// RAM QEMU has; our tree describes less.
 const QEMU_RAM_MIB: u64 = 512;
-const TIMEOUT: Duration = Duration::from_secs(150);
+const TIMEOUT: Duration = Duration::from_secs(90);
 
 /// `ldr x0, dtb; mov x1..x3, xzr; ldr x4, kernel; br x4; dtb; kernel`.
 fn boot_stub(dtb: u64, kernel: u64) -> Vec<u8> {

@@ -94,6 +94,9 @@ pub const KERNEL_OFFSET: u64 = 2 << 20;
 /// Initrd alignment.
 pub const INITRD_ALIGN: u64 = 4096;
 
+// RAM ends at 256 GiB, so 38-bit IPAs cover the whole map.
+const _: () = assert!(RAM_BASE + RAM_MAX_SIZE <= 1 << 38);
+
 /// A fixed MMIO region of the map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Region {
@@ -238,14 +241,15 @@ impl BootLayout {
         image_size: u64,
         initrd_size: u64,
     ) -> Result<Self, LayoutError> {
-        if !(RAM_MIN_SIZE..=RAM_MAX_SIZE).contains(&ram_size) || ram_size % RAM_ALIGN != 0 {
+        if !(RAM_MIN_SIZE..=RAM_MAX_SIZE).contains(&ram_size) || !ram_size.is_multiple_of(RAM_ALIGN)
+        {
             return Err(LayoutError::BadRamSize {
                 size: ram_size,
                 min: RAM_MIN_SIZE,
                 max: RAM_MAX_SIZE,
             });
         }
-        if text_offset >= KERNEL_ALIGN || text_offset % 4096 != 0 {
+        if text_offset >= KERNEL_ALIGN || !text_offset.is_multiple_of(4096) {
             return Err(LayoutError::BadTextOffset(text_offset));
         }
         let too_big = LayoutError::DoesNotFit {
@@ -294,7 +298,6 @@ mod tests {
                 assert!(a.end() <= RAM_BASE, "{a:?}");
             }
         }
-        assert!(RAM_BASE + RAM_MAX_SIZE <= 1 << 38);
         assert_eq!(GICV3_MAX_CPUS, 123);
         assert!(r[0].overlaps(&Region {
             name: "x",

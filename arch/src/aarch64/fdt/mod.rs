@@ -240,7 +240,8 @@ impl FdtConfig {
             }
         }
         let r = self.ram_size;
-        if !(layout::RAM_MIN_SIZE..=layout::RAM_MAX_SIZE).contains(&r) || r % layout::RAM_ALIGN != 0
+        if !(layout::RAM_MIN_SIZE..=layout::RAM_MAX_SIZE).contains(&r)
+            || !r.is_multiple_of(layout::RAM_ALIGN)
         {
             return Err(FdtError::BadRamSize(r));
         }

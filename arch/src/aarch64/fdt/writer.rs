@@ -115,7 +115,7 @@ fn valid_char(c: u8, extra: &[u8]) -> bool {
 }
 
 fn pad4(v: &mut Vec<u8>) {
-    while v.len() % 4 != 0 {
+    while !v.len().is_multiple_of(4) {
         v.push(0);
     }
 }
