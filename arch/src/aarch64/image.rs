@@ -18,10 +18,6 @@ pub enum ImageError {
     /// A big-endian kernel: zvisor boots little-endian guests.
     #[error("big-endian arm64 kernels are not supported")]
     BigEndian,
-    /// A kernel that needs 16 KiB or 64 KiB pages is fine; unknown values
-    /// are not.
-    #[error("kernel header flags {0:#x} have an unknown page size field")]
-    BadFlags(u64),
 }
 
 /// The fields a loader needs.
@@ -52,11 +48,6 @@ impl ImageHeader {
         let flags = le64(24);
         if flags & 1 != 0 {
             return Err(ImageError::BigEndian);
-        }
-        if (flags >> 1) & 3 == 0 && flags != 0 {
-            // Page size "unspecified" is only legal with no flags at all
-            // (old kernels); newer ones always say.
-            return Err(ImageError::BadFlags(flags));
         }
         Ok(Self {
             text_offset: le64(8),
@@ -99,10 +90,8 @@ mod tests {
             ImageHeader::parse(&header(0, 1, 3)),
             Err(ImageError::BigEndian)
         );
-        assert_eq!(
-            ImageHeader::parse(&header(0, 1, 8)),
-            Err(ImageError::BadFlags(8))
-        );
+        // Page size "unspecified" with the placement bit is still fine.
+        assert_eq!(ImageHeader::parse(&header(0, 1, 8)).unwrap().flags, 8);
         // gzip magic, as in a compressed vmlinuz.
         let mut gz = vec![0u8; 64];
         gz[..2].copy_from_slice(&[0x1f, 0x8b]);
