@@ -56,7 +56,11 @@ fn probe(cg: Option<&Path>, probes: &[(&str, &str)]) -> Vec<String> {
     for (name, cmd) in probes {
         script += &format!("t {name} '{cmd}'\n");
     }
-    let out = Command::new("/bin/sh").arg("-c").arg(&script).output().unwrap();
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -173,8 +177,7 @@ fn kernel_enforces_the_compiled_program() {
 /// A bundle whose runtime commands manage the unified mount as pure v2.
 fn v2_bundle(root: &Path, args: &[&str]) -> Bundle {
     let mut b = Bundle::new(args);
-    b.env
-        .push((V2_ROOT_ENV.into(), root.display().to_string()));
+    b.env.push((V2_ROOT_ENV.into(), root.display().to_string()));
     b
 }
 
@@ -194,7 +197,10 @@ fn runtime_v2_path_filters_devices_and_updates_the_filter() {
     let id = id("devv2");
     b.ok(&["run", "-d", &id]);
     let cg = container_cg(&root, &id);
-    assert!(cg.is_dir(), "the container's cgroup is on the cgroup2 mount");
+    assert!(
+        cg.is_dir(),
+        "the container's cgroup is on the cgroup2 mount"
+    );
     let ids = bpf::attached(&cg).unwrap();
     assert_eq!(ids.len(), 1, "{ids:?}");
     let pid = b.state(&id)["pid"].as_i64().unwrap();

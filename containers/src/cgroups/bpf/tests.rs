@@ -143,7 +143,10 @@ fn last_matching_rule_wins_per_access() {
     check_cfg(&p);
     let q = |typ, acc: &str, maj, min| {
         let got = run(&p, parse_access(acc).unwrap() << 16 | typ, maj, min);
-        assert_eq!(got == 1, decide(&rules, typ, parse_access(acc).unwrap(), maj, min));
+        assert_eq!(
+            got == 1,
+            decide(&rules, typ, parse_access(acc).unwrap(), maj, min)
+        );
         got == 1
     };
     assert!(q(DEV_CHAR, "r", 1, 3));
@@ -213,7 +216,13 @@ fn program_equals_the_reference_decision_on_random_rules() {
 
 #[test]
 fn large_numbers_use_all_32_bits() {
-    let rules = [rule(true, DevType::Char, Some(u32::MAX), Some(0x8000_0000), "r")];
+    let rules = [rule(
+        true,
+        DevType::Char,
+        Some(u32::MAX),
+        Some(0x8000_0000),
+        "r",
+    )];
     let p = compile(&rules).unwrap();
     assert_eq!(run(&p, ACC_READ << 16 | DEV_CHAR, u32::MAX, 0x8000_0000), 1);
     assert_eq!(run(&p, ACC_READ << 16 | DEV_CHAR, u32::MAX, 0), 0);
@@ -233,7 +242,11 @@ fn runc_defaults() {
     assert_eq!(run(&p, rw, 136, 4), 1, "/dev/pts/4");
     assert_eq!(run(&p, rw, 10, 200), 0, "/dev/net/tun");
     assert_eq!(run(&p, rw, 1, 1), 0, "/dev/mem");
-    assert_eq!(run(&p, ACC_MKNOD << 16 | DEV_CHAR, 1, 1), 1, "mknod is allowed");
+    assert_eq!(
+        run(&p, ACC_MKNOD << 16 | DEV_CHAR, 1, 1),
+        1,
+        "mknod is allowed"
+    );
     assert_eq!(run(&p, ACC_READ << 16 | DEV_BLOCK, 8, 0), 0, "/dev/sda");
 }
 
@@ -269,5 +282,8 @@ fn too_many_rules_is_a_clear_error() {
         .map(|i| rule(true, DevType::Char, Some(i), Some(i), "rwm"))
         .collect();
     let e = compile(&rules).unwrap_err();
-    assert!(e.to_string().contains("too many device cgroup rules"), "{e}");
+    assert!(
+        e.to_string().contains("too many device cgroup rules"),
+        "{e}"
+    );
 }
