@@ -348,6 +348,17 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_micros(200));
     }
+    // The init keeps its end open until it executes the user process (after
+    // the startContainer hooks); poststart must not run before that.
+    loop {
+        let mut b = [0u8; 1];
+        // SAFETY: reads at most one byte into a local buffer.
+        let n = unsafe { libc::read(fifo.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+        if n == 0 || (n < 0 && !state::alive(pid, rec.pid_start)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
     let _ = std::fs::remove_file(sd.fifo());
     rec.status = Status::Running;
     sd.save(&rec)?;
