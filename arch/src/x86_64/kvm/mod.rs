@@ -25,6 +25,7 @@ use zvisor_vmm::{MemorySize, Platform, VmConfig};
 use super::devices::{AcpiPm, ExitLatch, PvPanic, I8042};
 use super::layout::{self, MemoryLayout};
 use super::{acpi, kernel};
+use vcpu::GuestCpuid;
 pub use vcpu::X86Vcpu;
 
 /// Errors of the x86_64 backend.
@@ -237,14 +238,14 @@ impl Platform for X86Platform {
         let supported = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let guest_cpuid = GuestCpuid::new(&supported, config.cpus);
         let vm = Arc::new(vm);
         let mut vcpus = Vec::with_capacity(config.cpus as usize);
         for id in 0..config.cpus {
             vcpus.push(X86Vcpu::new(
                 &vm,
                 id,
-                config.cpus,
-                &supported,
+                &guest_cpuid,
                 (id == 0).then_some(&entry),
                 pio.clone(),
                 latch.clone(),
