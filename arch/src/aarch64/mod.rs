@@ -6,11 +6,9 @@
 //! - [`image`]: the arm64 kernel Image header;
 //! - [`fdt`]: the device tree writer, reader and the guest's tree.
 //!
-//! The KVM glue in [`kvm`] is compiled only for aarch64.
+//! There is no KVM glue yet: on an aarch64 host `HostPlatform` is
+//! [`crate::unsupported::Unsupported`].
 
 pub mod fdt;
 pub mod image;
 pub mod layout;
-
-#[cfg(target_arch = "aarch64")]
-pub mod kvm;
