@@ -1,13 +1,19 @@
 //! virtio-console, single port: `hvc0` as an alternative console, or (as a
-//! second device) a plain host↔guest byte channel.
+//! second device) a host↔guest byte channel.
 //!
-//! The host side is a pair of fds: `input` (bytes for the guest; must be
-//! pollable: a pipe, socket or tty) and `output` (bytes from the guest).
-//! `VIRTIO_CONSOLE_F_EMERG_WRITE` is offered so early output works too.
+//! The host end ([`host::Host`]) is either a pair of fds (`input`: bytes for
+//! the guest, must be pollable: a pipe, socket or tty; `output`: bytes from
+//! the guest), or a listening Unix stream socket that serves one client at a
+//! time and accepts the next one when it leaves ([`Console::listen`]).
+//! `VIRTIO_CONSOLE_F_EMERG_WRITE` is offered so early output works too (to
+//! the output fd; dropped on a socket).
+
+mod host;
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
 use virtio_queue::Queue;
@@ -16,11 +22,12 @@ use vmm_sys_util::epoll::EventSet;
 use virtio_queue::QueueOwnedT;
 
 use super::queue::{add_used, pop_chain, read_segments, signal_used, write_segments, Chain};
-use super::worker::{EpollCtl, Handler, Worker, BACKEND_TOKEN_BASE};
+use super::worker::{EpollCtl, Handler, Worker};
 use super::{
     features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
 };
 use crate::memory::GuestMemory;
+use host::{Host, CLIENT_TOKEN, LISTEN_TOKEN};
 
 /// Emergency write through config space.
 pub const F_EMERG_WRITE: u64 = 1 << 2;
@@ -28,8 +35,6 @@ pub const F_EMERG_WRITE: u64 = 1 << 2;
 pub const QUEUE_SIZE: u16 = 256;
 const RX: usize = 0;
 const TX: usize = 1;
-const INPUT_TOKEN: u64 = BACKEND_TOKEN_BASE;
-const OUTPUT_TOKEN: u64 = BACKEND_TOKEN_BASE + 1;
 
 /// The host end of a console. Both fds are made non-blocking (that flag is
 /// shared with every dup of them: pass a reopened fd for a shared terminal).
@@ -42,19 +47,15 @@ pub struct ConsoleBackend {
 
 /// A virtio-console device.
 pub struct Console {
-    io: Option<ConsoleIo>,
-    /// A dup of the output for emergency writes while the worker owns `io`.
-    emerg: File,
+    host: Option<Host>,
+    /// A dup of the output for emergency writes while the worker owns the
+    /// host end (`None` on a socket).
+    emerg: Option<File>,
     worker: Option<Worker<ConsoleHandler>>,
 }
 
-struct ConsoleIo {
-    input: Option<File>,
-    output: File,
-}
-
 impl Console {
-    /// A console on `backend`.
+    /// A console on fixed fds.
     pub fn new(backend: ConsoleBackend) -> io::Result<Self> {
         if let Some(fd) = &backend.input {
             set_nonblocking(fd)?;
@@ -62,11 +63,19 @@ impl Console {
         set_nonblocking(&backend.output)?;
         let output = File::from(backend.output);
         Ok(Self {
-            emerg: output.try_clone()?,
-            io: Some(ConsoleIo {
-                input: backend.input.map(File::from),
-                output,
-            }),
+            emerg: Some(output.try_clone()?),
+            host: Some(Host::fds(backend.input.map(File::from), output)),
+            worker: None,
+        })
+    }
+
+    /// A console whose host end is a client of `listener` (one at a time;
+    /// a later client takes over when the previous one has left). Guest
+    /// output is discarded while no client is connected.
+    pub fn listen(listener: UnixListener) -> io::Result<Self> {
+        Ok(Self {
+            emerg: None,
+            host: Some(Host::socket(listener)?),
             worker: None,
         })
     }
@@ -105,7 +114,9 @@ impl VirtioDevice for Console {
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         // emerg_wr: one character at offset 8, as a 32-bit write.
         if offset == 8 && !data.is_empty() {
-            let _ = self.emerg.write_all(&data[..1]);
+            if let Some(out) = &mut self.emerg {
+                let _ = out.write_all(&data[..1]);
+            }
         }
     }
     fn activate(
@@ -120,7 +131,9 @@ impl VirtioDevice for Console {
                 got: queues.len(),
             });
         }
-        let io = self.io.take().ok_or(ActivateError::AlreadyActive)?;
+        let mut host = self.host.take().ok_or(ActivateError::AlreadyActive)?;
+        // A fresh worker has a fresh epoll set.
+        host.forget_watches();
         let mut notify = Vec::new();
         let mut qs = Vec::new();
         for q in queues {
@@ -128,19 +141,17 @@ impl VirtioDevice for Console {
             qs.push(q.queue);
         }
         let h = ConsoleHandler {
-            io,
+            host,
             mem,
             irq: interrupt.clone(),
             queues: qs,
-            input_watched: false,
-            input_eof: false,
-            output_watched: false,
+            rx_want: true,
             tx_pending: None,
         };
         match Worker::spawn("virtio-console", notify, interrupt, h) {
             Ok(w) => self.worker = Some(w),
             Err((e, h)) => {
-                self.io = Some(h.io);
+                self.host = Some(h.host);
                 return Err(e.into());
             }
         }
@@ -149,7 +160,7 @@ impl VirtioDevice for Console {
     fn reset(&mut self) -> bool {
         if let Some(mut w) = self.worker.take() {
             match w.stop() {
-                Some(h) => self.io = Some(h.io),
+                Some(h) => self.host = Some(h.host),
                 None => return false,
             }
         }
@@ -158,64 +169,42 @@ impl VirtioDevice for Console {
 }
 
 struct ConsoleHandler {
-    io: ConsoleIo,
+    host: Host,
     mem: GuestMemory,
     irq: Arc<dyn VirtioInterrupt>,
     queues: Vec<Queue>,
-    input_watched: bool,
-    input_eof: bool,
-    output_watched: bool,
+    /// The guest had receive buffers the last time input was wanted.
+    rx_want: bool,
     /// A TX chain the output could not take completely yet.
     tx_pending: Option<PendingTx>,
 }
 
 impl ConsoleHandler {
-    fn watch_input(&mut self, ctl: &EpollCtl<'_>, on: bool) -> Result<(), DeviceError> {
-        let Some(input) = &self.io.input else {
-            return Ok(());
-        };
-        if on == self.input_watched || self.input_eof {
-            return Ok(());
-        }
-        if on {
-            ctl.add(input.as_raw_fd(), INPUT_TOKEN, EventSet::IN)?;
-        } else {
-            ctl.delete(input.as_raw_fd())?;
-        }
-        self.input_watched = on;
-        Ok(())
-    }
-
     /// Moves host input into the guest's receive buffers while both last.
-    fn pump_rx(&mut self, ctl: &EpollCtl<'_>) -> Result<(), DeviceError> {
+    fn pump_rx(&mut self) -> Result<(), DeviceError> {
         let mut any = false;
         let mut buf = [0u8; 4096];
-        while self.io.input.is_some() && !self.input_eof {
+        while self.host.input_open() {
             let Some(chain) = pop_chain(&mut self.queues[RX], &self.mem)? else {
                 // No buffers: stop polling input until the driver adds some.
-                self.watch_input(ctl, false)?;
+                self.rx_want = false;
                 break;
             };
             let want = usize::try_from(chain.writable_len())
                 .unwrap_or(usize::MAX)
                 .min(buf.len());
-            let Some(input) = self.io.input.as_mut() else {
-                break;
-            };
-            let r = input.read(&mut buf[..want]);
-            let n = match r {
+            let n = match self.host.read(&mut buf[..want]) {
                 Ok(n) if n > 0 || want == 0 => n,
                 Ok(_) => {
+                    // The input ended (the host closed it).
                     self.queues[RX].go_to_previous_position();
-                    self.watch_input(ctl, false)?;
-                    self.input_eof = true;
                     break;
                 }
                 Err(e) => {
                     self.queues[RX].go_to_previous_position();
                     match e.kind() {
                         io::ErrorKind::WouldBlock => {
-                            self.watch_input(ctl, true)?;
+                            self.rx_want = true;
                             break;
                         }
                         io::ErrorKind::Interrupted => continue,
@@ -241,7 +230,7 @@ impl ConsoleHandler {
     /// Writes guest output to the host. The output is non-blocking: when the
     /// host stops reading, the current chain stays unfinished (the guest
     /// sees backpressure) and the device waits for the output to drain.
-    fn drain_tx(&mut self, ctl: &EpollCtl<'_>) -> Result<(), DeviceError> {
+    fn drain_tx(&mut self) -> Result<(), DeviceError> {
         let mut any = false;
         loop {
             let mut p = match self.tx_pending.take() {
@@ -253,10 +242,6 @@ impl ConsoleHandler {
             };
             if !self.write_chain(&mut p) {
                 self.tx_pending = Some(p);
-                if !self.output_watched {
-                    ctl.add(self.io.output.as_raw_fd(), OUTPUT_TOKEN, EventSet::OUT)?;
-                    self.output_watched = true;
-                }
                 break;
             }
             add_used(&mut self.queues[TX], &self.mem, p.chain.head, 0)?;
@@ -282,7 +267,7 @@ impl ConsoleHandler {
             if n == 0 {
                 break;
             }
-            match self.io.output.write(&buf[..n]) {
+            match self.host.write(&buf[..n]) {
                 Ok(w) => p.off += w as u64,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -294,6 +279,20 @@ impl ConsoleHandler {
         }
         true
     }
+
+    /// Drops a departed client (and what it can no longer take), then
+    /// registers what the device waits for now.
+    fn settle(&mut self, ctl: &EpollCtl<'_>) -> Result<(), DeviceError> {
+        if self.host.settle(ctl)? {
+            // Without a client, a chain stuck on the old one completes.
+            self.drain_tx()?;
+            // A waiting client may be accepted right away.
+            self.rx_want = true;
+        }
+        self.host
+            .sync(ctl, self.rx_want, self.tx_pending.is_some())?;
+        Ok(())
+    }
 }
 
 struct PendingTx {
@@ -303,25 +302,35 @@ struct PendingTx {
 
 impl Handler for ConsoleHandler {
     fn init(&mut self, ctl: &EpollCtl<'_>) -> Result<(), DeviceError> {
-        self.watch_input(ctl, true)
+        self.settle(ctl)
     }
     fn queue_notified(&mut self, ctl: &EpollCtl<'_>, q: usize) -> Result<(), DeviceError> {
         match q {
-            RX => self.pump_rx(ctl),
-            _ => self.drain_tx(ctl),
+            RX => self.pump_rx()?,
+            _ => self.drain_tx()?,
         }
+        self.settle(ctl)
     }
     fn backend_event(
         &mut self,
         ctl: &EpollCtl<'_>,
         token: u64,
-        _: EventSet,
+        events: EventSet,
     ) -> Result<(), DeviceError> {
-        if token == OUTPUT_TOKEN {
-            ctl.delete(self.io.output.as_raw_fd())?;
-            self.output_watched = false;
-            return self.drain_tx(ctl);
+        match token {
+            LISTEN_TOKEN => {
+                self.host.accept()?;
+                self.rx_want = true;
+            }
+            CLIENT_TOKEN if events.intersects(EventSet::HANG_UP | EventSet::ERROR) => {
+                // Pass on what it sent (as far as buffers allow), then drop it.
+                self.pump_rx()?;
+                self.host.client_gone();
+            }
+            _ => {}
         }
-        self.pump_rx(ctl)
+        self.pump_rx()?;
+        self.drain_tx()?;
+        self.settle(ctl)
     }
 }
