@@ -1,0 +1,30 @@
+/bin/busybox mkdir -p /usr/bin /sbin /usr/sbin
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+# L2 (rung 2, virtio-console channel). Which hvcN is which device, from
+# /sys: virtio_console probes the console devices in bus order and each
+# single-port device gets the next hvc number, so the k-th console device
+# (device id 0x0003) is hvc(k-1). zvisor orders them --console virtio,
+# then the --channel options: socket (hvc1), file (hvc2).
+k=0
+for n in $(seq 0 31); do
+  d=/sys/bus/virtio/devices/virtio$n
+  [ -e $d ] || continue
+  [ "$(cat $d/device)" = 0x0003 ] || continue
+  echo "L2-CONSOLE virtio$n hvc$k ports=$(ls $d/virtio-ports | tr '\n' ' ')"
+  k=$((k + 1))
+done
+echo "L2-CONSOLES=$k"
+tty=/dev/hvc1
+log=/dev/hvc2
+# Keep the tty open: hvc resets its termios on the last close.
+exec 3<>$tty
+stty raw -echo <&3
+echo CHAN-HELLO-FROM-L2 >&3
+head -c 65536 <&3 | tee /tmp/got >&3
+echo "L2-CHAN-GOT $(sha256sum < /tmp/got | cut -d' ' -f1) $(wc -c < /tmp/got)"
+read -r line <&3
+echo "PONG2 $line" >&3
+echo "L2-CHAN-RECONNECT-LINE=$line"
+echo "CHAN-LOG-LINE from L2" > $log
+echo L2-CHAN-DONE
