@@ -22,16 +22,19 @@ use std::os::unix::net::{UnixListener, UnixStream};
 
 use vmm_sys_util::epoll::EventSet;
 
-use super::super::worker::{EpollCtl, BACKEND_TOKEN_BASE};
+use super::super::worker::EpollCtl;
 
-/// Host input is readable (fixed fds).
-pub const INPUT_TOKEN: u64 = BACKEND_TOKEN_BASE;
+/// Epoll tokens of one port are `base + ROLE`: host input is readable
+/// (fixed fds).
+pub const INPUT: u64 = 0;
 /// Host output is writable again (fixed fds).
-pub const OUTPUT_TOKEN: u64 = BACKEND_TOKEN_BASE + 1;
+pub const OUTPUT: u64 = 1;
 /// A client is waiting on the listening socket.
-pub const LISTEN_TOKEN: u64 = BACKEND_TOKEN_BASE + 2;
+pub const LISTEN: u64 = 2;
 /// The connected client is readable, writable or gone.
-pub const CLIENT_TOKEN: u64 = BACKEND_TOKEN_BASE + 3;
+pub const CLIENT: u64 = 3;
+/// Tokens one port uses.
+pub const ROLES: u64 = 4;
 
 /// Where a port's bytes come from and go to.
 pub enum Host {
@@ -48,6 +51,13 @@ pub struct FdHost {
     input_eof: bool,
     watch_in: bool,
     watch_out: bool,
+}
+
+impl FdHost {
+    /// A second handle on the output (for emergency writes).
+    pub fn output_clone(&self) -> io::Result<File> {
+        self.output.try_clone()
+    }
 }
 
 /// A listening socket, non-blocking.
@@ -242,7 +252,13 @@ impl Host {
     /// Registers with epoll exactly what is wanted now: input while the
     /// guest has receive buffers (`rx_want`), output readiness while a chain
     /// waits (`tx_wait`), and the listener while there is no client.
-    pub fn sync(&mut self, ctl: &EpollCtl<'_>, rx_want: bool, tx_wait: bool) -> io::Result<()> {
+    pub fn sync(
+        &mut self,
+        ctl: &EpollCtl<'_>,
+        base: u64,
+        rx_want: bool,
+        tx_wait: bool,
+    ) -> io::Result<()> {
         match self {
             Host::Fds(f) => {
                 let want_in = f.input.is_some() && !f.input_eof && rx_want;
@@ -250,7 +266,7 @@ impl Host {
                     toggle(
                         ctl,
                         input.as_raw_fd(),
-                        INPUT_TOKEN,
+                        base + INPUT,
                         EventSet::IN,
                         &mut f.watch_in,
                         want_in,
@@ -259,7 +275,7 @@ impl Host {
                 toggle(
                     ctl,
                     f.output.as_raw_fd(),
-                    OUTPUT_TOKEN,
+                    base + OUTPUT,
                     EventSet::OUT,
                     &mut f.watch_out,
                     tx_wait,
@@ -270,7 +286,7 @@ impl Host {
                 toggle(
                     ctl,
                     s.listener.as_raw_fd(),
-                    LISTEN_TOKEN,
+                    base + LISTEN,
                     EventSet::IN,
                     &mut s.listening,
                     want_listen,
@@ -287,13 +303,22 @@ impl Host {
                 }
                 let fd = c.stream.as_raw_fd();
                 match c.watched {
-                    None => ctl.add(fd, CLIENT_TOKEN, ev)?,
-                    Some(old) if old != ev => ctl.modify(fd, CLIENT_TOKEN, ev)?,
+                    None => ctl.add(fd, base + CLIENT, ev)?,
+                    Some(old) if old != ev => ctl.modify(fd, base + CLIENT, ev)?,
                     Some(_) => {}
                 }
                 c.watched = Some(ev);
                 Ok(())
             }
+        }
+    }
+
+    /// Whether the host end is there: always for fixed fds, while a client
+    /// is connected for a socket.
+    pub fn connected(&self) -> bool {
+        match self {
+            Host::Fds(_) => true,
+            Host::Socket(s) => s.client.is_some(),
         }
     }
 

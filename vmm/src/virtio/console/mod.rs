@@ -1,13 +1,19 @@
-//! virtio-console, single port: `hvc0` as an alternative console, or (as a
-//! second device) a host↔guest byte channel.
+//! virtio-console: `hvc0` as an alternative console, host↔guest byte
+//! channels (one single-port device each, `hvcN` in the guest), and named
+//! ports on one `VIRTIO_CONSOLE_F_MULTIPORT` device (`/dev/vportNpM`, with
+//! `/sys/class/virtio-ports/vportNpM/name`), as guest agents use them.
 //!
-//! The host end ([`host::Host`]) is either a pair of fds (`input`: bytes for
-//! the guest, must be pollable: a pipe, socket or tty; `output`: bytes from
-//! the guest), or a listening Unix stream socket that serves one client at a
-//! time and accepts the next one when it leaves ([`Console::listen`]).
+//! A port's host end ([`host::Host`]) is either a pair of fds (`input`: bytes
+//! for the guest, must be pollable: a pipe, socket or tty; `output`: bytes
+//! from the guest), or a listening Unix stream socket that serves one client
+//! at a time and accepts the next one when it leaves. With multiport, the
+//! driver learns from `PORT_OPEN` whether a client is connected (Linux then
+//! blocks the guest's writes while none is, and reads see end-of-file).
 //! `VIRTIO_CONSOLE_F_EMERG_WRITE` is offered so early output works too (to
-//! the output fd; dropped on a socket).
+//! the output fd of a single-port fd console; dropped otherwise).
 
+mod control;
+mod handler;
 mod host;
 
 use std::fs::File;
@@ -16,25 +22,21 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
-use virtio_queue::Queue;
-use vmm_sys_util::epoll::EventSet;
-
-use virtio_queue::QueueOwnedT;
-
-use super::queue::{add_used, pop_chain, read_segments, signal_used, write_segments, Chain};
-use super::worker::{EpollCtl, Handler, Worker};
-use super::{
-    features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
-};
+use super::worker::Worker;
+use super::{features, types, ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt};
 use crate::memory::GuestMemory;
-use host::{Host, CLIENT_TOKEN, LISTEN_TOKEN};
+pub use control::valid_name;
+use handler::{ConsoleHandler, Port};
+use host::Host;
 
+/// Multiple ports with a control queue pair.
+pub const F_MULTIPORT: u64 = 1 << 1;
 /// Emergency write through config space.
 pub const F_EMERG_WRITE: u64 = 1 << 2;
 /// Queue size offered.
 pub const QUEUE_SIZE: u16 = 256;
-const RX: usize = 0;
-const TX: usize = 1;
+/// Most ports one multiport device takes.
+pub const MAX_PORTS: usize = 31;
 
 /// The host end of a console. Both fds are made non-blocking (that flag is
 /// shared with every dup of them: pass a reopened fd for a shared terminal).
@@ -45,40 +47,104 @@ pub struct ConsoleBackend {
     pub output: OwnedFd,
 }
 
+/// The host end of a named port.
+pub enum PortHost {
+    /// Fixed fds.
+    Fds(ConsoleBackend),
+    /// Clients of a listening socket, one at a time.
+    Listen(UnixListener),
+}
+
+/// A named port of a multiport console.
+pub struct PortSpec {
+    /// The name the guest sees (see [`valid_name`]).
+    pub name: String,
+    /// Its host end.
+    pub host: PortHost,
+}
+
 /// A virtio-console device.
 pub struct Console {
-    host: Option<Host>,
+    /// The ports while no worker owns them.
+    ports: Option<Vec<Port>>,
+    nr_ports: usize,
+    multiport: bool,
+    acked: u64,
+    queue_sizes: Vec<u16>,
     /// A dup of the output for emergency writes while the worker owns the
-    /// host end (`None` on a socket).
+    /// host end (`None` on sockets and multiport devices).
     emerg: Option<File>,
     worker: Option<Worker<ConsoleHandler>>,
 }
 
 impl Console {
-    /// A console on fixed fds.
-    pub fn new(backend: ConsoleBackend) -> io::Result<Self> {
-        if let Some(fd) = &backend.input {
-            set_nonblocking(fd)?;
-        }
-        set_nonblocking(&backend.output)?;
-        let output = File::from(backend.output);
-        Ok(Self {
-            emerg: Some(output.try_clone()?),
-            host: Some(Host::fds(backend.input.map(File::from), output)),
+    fn with_ports(ports: Vec<Port>, multiport: bool, emerg: Option<File>) -> Self {
+        let nr_ports = ports.len();
+        let nq = if multiport { 2 * (nr_ports + 1) } else { 2 };
+        Self {
+            ports: Some(ports),
+            nr_ports,
+            multiport,
+            acked: 0,
+            queue_sizes: vec![QUEUE_SIZE; nq],
+            emerg,
             worker: None,
-        })
+        }
     }
 
-    /// A console whose host end is a client of `listener` (one at a time;
-    /// a later client takes over when the previous one has left). Guest
-    /// output is discarded while no client is connected.
-    pub fn listen(listener: UnixListener) -> io::Result<Self> {
-        Ok(Self {
-            emerg: None,
-            host: Some(Host::socket(listener)?),
-            worker: None,
-        })
+    /// A single-port console on fixed fds.
+    pub fn new(backend: ConsoleBackend) -> io::Result<Self> {
+        let host = fd_host(backend)?;
+        let emerg = match &host {
+            Host::Fds(f) => Some(f.output_clone()?),
+            Host::Socket(_) => None,
+        };
+        Ok(Self::with_ports(vec![Port::new(host, None)], false, emerg))
     }
+
+    /// A single-port console whose host end is a client of `listener` (one
+    /// at a time; a later client takes over when the previous one has
+    /// left). Guest output is discarded while no client is connected.
+    pub fn listen(listener: UnixListener) -> io::Result<Self> {
+        let host = Host::socket(listener)?;
+        Ok(Self::with_ports(vec![Port::new(host, None)], false, None))
+    }
+
+    /// A multiport console with named ports `0..`, none of them a console.
+    pub fn multiport(specs: Vec<PortSpec>) -> io::Result<Self> {
+        if specs.is_empty() || specs.len() > MAX_PORTS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a multiport console takes 1 to {MAX_PORTS} ports"),
+            ));
+        }
+        let mut ports = Vec::with_capacity(specs.len());
+        for s in specs {
+            if !valid_name(&s.name) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("invalid port name '{}'", s.name),
+                ));
+            }
+            let host = match s.host {
+                PortHost::Fds(b) => fd_host(b)?,
+                PortHost::Listen(l) => Host::socket(l)?,
+            };
+            ports.push(Port::new(host, Some(s.name)));
+        }
+        Ok(Self::with_ports(ports, true, None))
+    }
+}
+
+fn fd_host(backend: ConsoleBackend) -> io::Result<Host> {
+    if let Some(fd) = &backend.input {
+        set_nonblocking(fd)?;
+    }
+    set_nonblocking(&backend.output)?;
+    Ok(Host::fds(
+        backend.input.map(File::from),
+        File::from(backend.output),
+    ))
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
@@ -99,16 +165,19 @@ impl VirtioDevice for Console {
         types::CONSOLE
     }
     fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE, QUEUE_SIZE]
+        &self.queue_sizes
     }
     fn features(&self) -> u64 {
-        features::VERSION_1 | features::RING_INDIRECT_DESC | F_EMERG_WRITE
+        let multiport = if self.multiport { F_MULTIPORT } else { 0 };
+        features::VERSION_1 | features::RING_INDIRECT_DESC | F_EMERG_WRITE | multiport
     }
-    fn ack_features(&mut self, _value: u64) {}
+    fn ack_features(&mut self, value: u64) {
+        self.acked = value;
+    }
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        // cols, rows, max_nr_ports (1), emerg_wr.
+        // cols, rows, max_nr_ports, emerg_wr.
         let mut cfg = [0u8; 12];
-        cfg[4..8].copy_from_slice(&1u32.to_le_bytes());
+        cfg[4..8].copy_from_slice(&(self.nr_ports as u32).to_le_bytes());
         super::read_config_bytes(&cfg, offset, data);
     }
     fn write_config(&mut self, offset: u64, data: &[u8]) {
@@ -125,33 +194,29 @@ impl VirtioDevice for Console {
         interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
-        if queues.len() != 2 {
+        if queues.len() != self.queue_sizes.len() {
             return Err(ActivateError::QueueCount {
-                need: 2,
+                need: self.queue_sizes.len(),
                 got: queues.len(),
             });
         }
-        let mut host = self.host.take().ok_or(ActivateError::AlreadyActive)?;
-        // A fresh worker has a fresh epoll set.
-        host.forget_watches();
+        let mut ports = self.ports.take().ok_or(ActivateError::AlreadyActive)?;
+        for p in &mut ports {
+            // A fresh worker has a fresh epoll set and a fresh driver.
+            p.reset();
+        }
         let mut notify = Vec::new();
         let mut qs = Vec::new();
         for q in queues {
             notify.push(q.notify);
             qs.push(q.queue);
         }
-        let h = ConsoleHandler {
-            host,
-            mem,
-            irq: interrupt.clone(),
-            queues: qs,
-            rx_want: true,
-            tx_pending: None,
-        };
+        let multiport = self.multiport && self.acked & F_MULTIPORT != 0;
+        let h = ConsoleHandler::new(ports, multiport, mem, interrupt.clone(), qs);
         match Worker::spawn("virtio-console", notify, interrupt, h) {
             Ok(w) => self.worker = Some(w),
             Err((e, h)) => {
-                self.host = Some(h.host);
+                self.ports = Some(h.ports);
                 return Err(e.into());
             }
         }
@@ -160,177 +225,10 @@ impl VirtioDevice for Console {
     fn reset(&mut self) -> bool {
         if let Some(mut w) = self.worker.take() {
             match w.stop() {
-                Some(h) => self.host = Some(h.host),
+                Some(h) => self.ports = Some(h.ports),
                 None => return false,
             }
         }
         true
-    }
-}
-
-struct ConsoleHandler {
-    host: Host,
-    mem: GuestMemory,
-    irq: Arc<dyn VirtioInterrupt>,
-    queues: Vec<Queue>,
-    /// The guest had receive buffers the last time input was wanted.
-    rx_want: bool,
-    /// A TX chain the output could not take completely yet.
-    tx_pending: Option<PendingTx>,
-}
-
-impl ConsoleHandler {
-    /// Moves host input into the guest's receive buffers while both last.
-    fn pump_rx(&mut self) -> Result<(), DeviceError> {
-        let mut any = false;
-        let mut buf = [0u8; 4096];
-        while self.host.input_open() {
-            let Some(chain) = pop_chain(&mut self.queues[RX], &self.mem)? else {
-                // No buffers: stop polling input until the driver adds some.
-                self.rx_want = false;
-                break;
-            };
-            let want = usize::try_from(chain.writable_len())
-                .unwrap_or(usize::MAX)
-                .min(buf.len());
-            let n = match self.host.read(&mut buf[..want]) {
-                Ok(n) if n > 0 || want == 0 => n,
-                Ok(_) => {
-                    // The input ended (the host closed it).
-                    self.queues[RX].go_to_previous_position();
-                    break;
-                }
-                Err(e) => {
-                    self.queues[RX].go_to_previous_position();
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => {
-                            self.rx_want = true;
-                            break;
-                        }
-                        io::ErrorKind::Interrupted => continue,
-                        _ => return Err(e.into()),
-                    }
-                }
-            };
-            let w = write_segments(&self.mem, &chain.writable, 0, &buf[..n]);
-            add_used(&mut self.queues[RX], &self.mem, chain.head, w as u32)?;
-            any = true;
-        }
-        if any {
-            signal_used(
-                &mut self.queues[RX],
-                &self.mem,
-                self.irq.as_ref(),
-                RX as u16,
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Writes guest output to the host. The output is non-blocking: when the
-    /// host stops reading, the current chain stays unfinished (the guest
-    /// sees backpressure) and the device waits for the output to drain.
-    fn drain_tx(&mut self) -> Result<(), DeviceError> {
-        let mut any = false;
-        loop {
-            let mut p = match self.tx_pending.take() {
-                Some(p) => p,
-                None => match pop_chain(&mut self.queues[TX], &self.mem)? {
-                    Some(chain) => PendingTx { chain, off: 0 },
-                    None => break,
-                },
-            };
-            if !self.write_chain(&mut p) {
-                self.tx_pending = Some(p);
-                break;
-            }
-            add_used(&mut self.queues[TX], &self.mem, p.chain.head, 0)?;
-            any = true;
-        }
-        if any {
-            signal_used(
-                &mut self.queues[TX],
-                &self.mem,
-                self.irq.as_ref(),
-                TX as u16,
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Writes the rest of `p`; `false` if the output would block.
-    fn write_chain(&mut self, p: &mut PendingTx) -> bool {
-        let total = p.chain.readable_len();
-        let mut buf = [0u8; 4096];
-        while p.off < total {
-            let n = read_segments(&self.mem, &p.chain.readable, p.off, &mut buf);
-            if n == 0 {
-                break;
-            }
-            match self.host.write(&buf[..n]) {
-                Ok(w) => p.off += w as u64,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::debug!("virtio-console: output dropped: {e}");
-                    p.off = total;
-                }
-            }
-        }
-        true
-    }
-
-    /// Drops a departed client (and what it can no longer take), then
-    /// registers what the device waits for now.
-    fn settle(&mut self, ctl: &EpollCtl<'_>) -> Result<(), DeviceError> {
-        if self.host.settle(ctl)? {
-            // Without a client, a chain stuck on the old one completes.
-            self.drain_tx()?;
-            // A waiting client may be accepted right away.
-            self.rx_want = true;
-        }
-        self.host
-            .sync(ctl, self.rx_want, self.tx_pending.is_some())?;
-        Ok(())
-    }
-}
-
-struct PendingTx {
-    chain: Chain,
-    off: u64,
-}
-
-impl Handler for ConsoleHandler {
-    fn init(&mut self, ctl: &EpollCtl<'_>) -> Result<(), DeviceError> {
-        self.settle(ctl)
-    }
-    fn queue_notified(&mut self, ctl: &EpollCtl<'_>, q: usize) -> Result<(), DeviceError> {
-        match q {
-            RX => self.pump_rx()?,
-            _ => self.drain_tx()?,
-        }
-        self.settle(ctl)
-    }
-    fn backend_event(
-        &mut self,
-        ctl: &EpollCtl<'_>,
-        token: u64,
-        events: EventSet,
-    ) -> Result<(), DeviceError> {
-        match token {
-            LISTEN_TOKEN => {
-                self.host.accept()?;
-                self.rx_want = true;
-            }
-            CLIENT_TOKEN if events.intersects(EventSet::HANG_UP | EventSet::ERROR) => {
-                // Pass on what it sent (as far as buffers allow), then drop it.
-                self.pump_rx()?;
-                self.host.client_gone();
-            }
-            _ => {}
-        }
-        self.pump_rx()?;
-        self.drain_tx()?;
-        self.settle(ctl)
     }
 }
