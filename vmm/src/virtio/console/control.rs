@@ -83,7 +83,7 @@ pub fn queue_role(q: usize) -> QueueRole {
         1 => QueueRole::Tx(0),
         2 => QueueRole::CtrlRx,
         3 => QueueRole::CtrlTx,
-        _ if q % 2 == 0 => QueueRole::Rx(q / 2 - 1),
+        _ if q.is_multiple_of(2) => QueueRole::Rx(q / 2 - 1),
         _ => QueueRole::Tx(q / 2 - 1),
     }
 }
