@@ -21,7 +21,7 @@ use zvisor_vmm::virtio::config::{
     parse_channel, parse_console, parse_disk, parse_net, parse_vsock, ChannelHost, ConsoleKind,
     NetOptions, TapSpec, VsockOptions,
 };
-use zvisor_vmm::virtio::console::{Console, ConsoleBackend};
+use zvisor_vmm::virtio::console::{Console, ConsoleBackend, PortHost, PortSpec, MAX_PORTS};
 use zvisor_vmm::virtio::net::Net;
 use zvisor_vmm::virtio::rng::Rng;
 use zvisor_vmm::virtio::tap::Tap;
@@ -92,12 +92,21 @@ pub fn open(args: &DeviceArgs) -> Result<Devices> {
     let channels = args
         .channels
         .iter()
-        .map(|c| parse_channel(c).map(|o| o.host))
+        .map(|c| parse_channel(c))
         .collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<&str> = channels.iter().filter_map(|c| c.name.as_deref()).collect();
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
+            anyhow::bail!("--channel: name {n} given twice");
+        }
+    }
+    if names.len() > MAX_PORTS {
+        anyhow::bail!("--channel: at most {MAX_PORTS} named channels");
+    }
     // Refuse before anything is created; never replace someone's file.
     let mut sockets: Vec<&Path> = Vec::new();
     for c in &channels {
-        if let ChannelHost::Socket(p) = c {
+        if let ChannelHost::Socket(p) = &c.host {
             if sockets.contains(&p.as_path()) {
                 anyhow::bail!("--channel: socket {} given twice", p.display());
             }
@@ -132,10 +141,10 @@ pub fn open(args: &DeviceArgs) -> Result<Devices> {
     }
     // Sockets, then files: the guard undoes every socket if a later step fails.
     let mut socket = SocketGuard::default();
-    let mut chan_devs: Vec<Option<Console>> = Vec::new();
+    let mut hosts: Vec<Option<PortHost>> = Vec::new();
     for c in &channels {
-        chan_devs.push(match c {
-            ChannelHost::Socket(p) => Some(listen_channel(p, &mut socket)?),
+        hosts.push(match &c.host {
+            ChannelHost::Socket(p) => Some(PortHost::Listen(listen_channel(p, &mut socket)?)),
             ChannelHost::File(_) => None,
         });
     }
@@ -145,12 +154,32 @@ pub fn open(args: &DeviceArgs) -> Result<Devices> {
         socket.0.push(path.clone());
         vsock_dev = Some(dev);
     }
-    for (c, slot) in channels.iter().zip(chan_devs.iter_mut()) {
-        if let ChannelHost::File(p) = c {
-            *slot = Some(file_channel(p)?);
+    for (c, slot) in channels.iter().zip(hosts.iter_mut()) {
+        if let ChannelHost::File(p) = &c.host {
+            *slot = Some(PortHost::Fds(file_channel(p)?));
         }
     }
-    for dev in chan_devs.into_iter().flatten() {
+    // Unnamed channels: one hvc console device each, in order; named ones:
+    // ports of one multiport device after them.
+    let mut ports = Vec::new();
+    for (c, host) in channels.iter().zip(hosts) {
+        let Some(host) = host else { continue };
+        match &c.name {
+            Some(name) => ports.push(PortSpec {
+                name: name.clone(),
+                host,
+            }),
+            None => {
+                let dev = match host {
+                    PortHost::Listen(l) => Console::listen(l),
+                    PortHost::Fds(b) => Console::new(b),
+                };
+                devices.push(Box::new(dev.map_err(|e| anyhow!("--channel: {e}"))?));
+            }
+        }
+    }
+    if !ports.is_empty() {
+        let dev = Console::multiport(ports).map_err(|e| anyhow!("--channel: {e}"))?;
         devices.push(Box::new(dev));
     }
     if let Some(dev) = vsock_dev {
@@ -189,18 +218,18 @@ fn check_socket_path(p: &Path) -> Result<()> {
 
 /// Binds a channel's listening socket (replacing a stale one checked by
 /// [`check_socket_path`]) and hands its removal to `guard`.
-fn listen_channel(p: &Path, guard: &mut SocketGuard) -> Result<Console> {
+fn listen_channel(p: &Path, guard: &mut SocketGuard) -> Result<UnixListener> {
     if p.symlink_metadata().is_ok() {
         std::fs::remove_file(p).map_err(|e| anyhow!("--channel: {}: {e}", p.display()))?;
     }
     let l = UnixListener::bind(p).map_err(|e| anyhow!("--channel: {}: {e}", p.display()))?;
     guard.0.push(p.to_path_buf());
-    Console::listen(l).map_err(|e| anyhow!("--channel: {}: {e}", p.display()))
+    Ok(l)
 }
 
 /// A channel that logs the guest's output to `p` (created or truncated);
 /// the guest reads nothing.
-fn file_channel(p: &Path) -> Result<Console> {
+fn file_channel(p: &Path) -> Result<ConsoleBackend> {
     let f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -209,11 +238,10 @@ fn file_channel(p: &Path) -> Result<Console> {
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(p)
         .map_err(|e| anyhow!("--channel: {}: {e}", p.display()))?;
-    Console::new(ConsoleBackend {
+    Ok(ConsoleBackend {
         input: None,
         output: f.into(),
     })
-    .map_err(|e| anyhow!("--channel: {}: {e}", p.display()))
 }
 
 fn open_net(n: &NetOptions) -> Result<Net> {

@@ -51,6 +51,19 @@ fn bad_channel_options() {
         &["--channel", "not both"],
     );
     assert_refused(&["--channel", "socket="], &["--channel", "empty value"]);
+    assert_refused(
+        &["--channel", "socket=/tmp/a,name=bad/name"],
+        &["--channel", "name 'bad/name'"],
+    );
+    assert_refused(
+        &[
+            "--channel",
+            "file=/tmp/zvisor-chan-a.log,name=org.x.0",
+            "--channel",
+            "file=/tmp/zvisor-chan-b.log,name=org.x.0",
+        ],
+        &["--channel", "name org.x.0 given twice"],
+    );
     let long = format!("socket=/tmp/{}", "x".repeat(120));
     assert_refused(&["--channel", &long], &["--channel", "too long"]);
 }
@@ -129,9 +142,9 @@ fn stale_socket_is_replaced_and_removed() {
     assert!(!p.exists(), "socket left behind: {r:?}");
 }
 
-/// Rung 1: the tiny guest boots with a socket channel and a file channel
-/// next to its disk; the socket exists while zvisor runs and is gone after,
-/// the log file is created.
+/// Rung 1: the tiny guest boots with a socket channel, a file channel and a
+/// named (multiport) socket channel; the sockets are gone after the run and
+/// the log file is created (truncated).
 #[test]
 fn tiny_guest_runs_with_channels() {
     if skip_without_kvm("tiny_guest_runs_with_channels") {
@@ -139,9 +152,11 @@ fn tiny_guest_runs_with_channels() {
     }
     let sock = tmp("chan-rung1.sock");
     let log = tmp("chan-rung1.log");
+    let agent = tmp("chan-rung1-agent.sock");
     std::fs::write(&log, b"old content").unwrap();
     let so = format!("socket={}", s(&sock));
     let fo = format!("file={}", s(&log));
+    let ao = format!("socket={},name=org.zvisor.agent.0", s(&agent));
     let r = run(&[
         "--kernel",
         s(&tiny("tiny.elf")),
@@ -149,6 +164,8 @@ fn tiny_guest_runs_with_channels() {
         &so,
         "--channel",
         &fo,
+        "--channel",
+        &ao,
         "--console",
         "serial",
     ]);
@@ -158,6 +175,7 @@ fn tiny_guest_runs_with_channels() {
         "tiny guest did not report: {r:?}"
     );
     assert!(!sock.exists(), "channel socket left behind");
+    assert!(!agent.exists(), "named channel socket left behind");
     assert_eq!(
         std::fs::read(&log).unwrap(),
         b"",

@@ -257,13 +257,27 @@ pub enum ChannelHost {
 pub struct ChannelOptions {
     /// Where the bytes go on the host.
     pub host: ChannelHost,
+    /// A port name: the channel is then a named port of the multiport
+    /// console (`/sys/class/virtio-ports/vportNpM/name`), not an `hvc`.
+    pub name: Option<String>,
 }
 
-/// Parses `--channel socket=PATH` or `--channel file=PATH`.
+/// Parses `--channel socket=PATH[,name=NAME]` or `--channel file=PATH[,name=NAME]`.
 pub fn parse_channel(s: &str) -> Result<ChannelOptions, OptionError> {
     const OPT: &str = "channel";
     let mut host = None;
-    for (k, v) in pairs(OPT, s, &["socket", "file"])? {
+    let mut name = None;
+    for (k, v) in pairs(OPT, s, &["socket", "file", "name"])? {
+        if k == "name" {
+            if !super::console::valid_name(v) {
+                return Err(err(
+                    OPT,
+                    format!("name '{v}' must be 1 to 127 letters, digits, '.', '_' or '-'"),
+                ));
+            }
+            name = Some(v.to_string());
+            continue;
+        }
         if host.is_some() {
             return Err(err(OPT, "give either socket= or file=, not both"));
         }
@@ -281,7 +295,7 @@ pub fn parse_channel(s: &str) -> Result<ChannelOptions, OptionError> {
         });
     }
     let host = host.ok_or_else(|| err(OPT, "missing socket=PATH (or file=PATH)"))?;
-    Ok(ChannelOptions { host })
+    Ok(ChannelOptions { host, name })
 }
 
 #[cfg(test)]
@@ -367,7 +381,7 @@ mod tests {
             parse_channel("file=/var/log/g.log").unwrap().host,
             ChannelHost::File("/var/log/g.log".into())
         );
-        let e = |s| parse_channel(s).unwrap_err().to_string();
+        let e = |s: &str| parse_channel(s).unwrap_err().to_string();
         assert_eq!(
             e("socket=/a,file=/b"),
             "--channel: give either socket= or file=, not both"
@@ -375,11 +389,16 @@ mod tests {
         assert_eq!(e("socket=/a,socket=/b"), "--channel: 'socket' given twice");
         assert_eq!(
             e("path=/a"),
-            "--channel: unknown key 'path' (expected one of: socket, file)"
+            "--channel: unknown key 'path' (expected one of: socket, file, name)"
         );
         assert_eq!(e("socket="), "--channel: 'socket' has an empty value");
         assert_eq!(e(""), "--channel: empty value");
         assert!(e(&format!("socket=/{}", "a".repeat(107))).contains("too long"));
         assert!(parse_channel(&format!("socket=/{}", "a".repeat(106))).is_ok());
+        let c = parse_channel("socket=/s,name=org.zvisor.agent.0").unwrap();
+        assert_eq!(c.name.as_deref(), Some("org.zvisor.agent.0"));
+        assert_eq!(c.host, ChannelHost::Socket("/s".into()));
+        assert!(e("socket=/s,name=a/b").contains("name 'a/b' must be"));
+        assert_eq!(e("name=x"), "--channel: missing socket=PATH (or file=PATH)");
     }
 }
