@@ -1,7 +1,8 @@
 //! virtio-console with `VIRTIO_CONSOLE_F_MULTIPORT`, driven like Linux's
 //! virtio_console: control queues, `DEVICE_READY` → `DEVICE_ADD` per port,
 //! `PORT_READY` → `PORT_NAME` + `PORT_OPEN`, `PORT_OPEN` following the host
-//! socket's client, bytes on each port's own queues; hostile control
+//! socket's client, host input held until the guest opens the port, bytes
+//! on each port's own queues; hostile control
 //! messages are ignored; a driver without multiport is refused cleanly.
 
 mod common;
@@ -162,7 +163,9 @@ fn bring_up() -> Mp {
 #[test]
 fn named_ports_and_host_connection_state() {
     let mut m = bring_up();
-    // Port 0 (fixed fds): both ways on queues 0 and 1.
+    // Port 0 (fixed fds): both ways on queues 0 and 1, once a guest program
+    // opened it (Linux discards input on a closed port).
+    m.send_ctrl(&ctrl(0, PORT_OPEN, 1));
     let rx0 = m.g.alloc(128);
     m.d.submit(0, &[(rx0, 128, true)]);
     m.host_in.write_all(b"to port 0").unwrap();
@@ -186,6 +189,9 @@ fn named_ports_and_host_connection_state() {
         .unwrap();
     assert_eq!(m.recv_ctrl().head(), (1, PORT_OPEN, 1));
     client.write_all(b"agent request").unwrap();
+    // Held back until the guest opens the port, then delivered.
+    assert!(m.d.try_wait_used(rxq, Duration::from_millis(200)).is_none());
+    m.send_ctrl(&ctrl(1, PORT_OPEN, 1));
     let (_, len) = m.d.wait_used(rxq);
     assert_eq!(m.g.read(rx1, len as usize), b"agent request");
     let tx1 = m.g.alloc(64);
@@ -245,6 +251,7 @@ fn hostile_control_messages_are_ignored() {
     }
     assert_eq!(n, 10);
     // Port traffic still works.
+    m.send_ctrl(&ctrl(0, PORT_OPEN, 1));
     let rx0 = m.g.alloc(64);
     m.d.submit(0, &[(rx0, 64, true)]);
     m.host_in.write_all(b"alive").unwrap();

@@ -33,6 +33,9 @@ pub struct Port {
     ready: bool,
     /// The host connection state last told to the driver (multiport).
     told_open: Option<bool>,
+    /// A guest program has the port open (multiport; Linux discards what
+    /// arrives on a closed port, so input waits for this).
+    guest_open: bool,
 }
 
 impl Port {
@@ -45,6 +48,7 @@ impl Port {
             tx_pending: None,
             ready: false,
             told_open: None,
+            guest_open: false,
         }
     }
 
@@ -55,6 +59,7 @@ impl Port {
         self.tx_pending = None;
         self.ready = false;
         self.told_open = None;
+        self.guest_open = false;
     }
 }
 
@@ -112,6 +117,10 @@ impl ConsoleHandler {
         let mut any = false;
         let mut buf = [0u8; 4096];
         let port = &mut self.ports[p];
+        if self.multiport && !port.guest_open {
+            port.rx_want = false;
+            return Ok(());
+        }
         while port.host.input_open() {
             let Some(chain) = pop_chain(&mut self.queues[rxq], &self.mem)? else {
                 // No buffers: stop polling input until the driver adds some.
@@ -239,26 +248,39 @@ impl ConsoleHandler {
     }
 
     /// Reads the driver's control messages and answers them.
-    fn handle_ctrl_tx(&mut self) -> Result<(), DeviceError> {
+    fn handle_ctrl_tx(&mut self, ctl: &EpollCtl<'_>) -> Result<(), DeviceError> {
         let q = 3;
         let mut any = false;
+        let mut opened = Vec::new();
         while let Some(chain) = pop_chain(&mut self.queues[q], &self.mem)? {
             let mut b = [0u8; control::HEADER_LEN];
             let n = read_segments(&self.mem, &chain.readable, 0, &mut b);
             add_used(&mut self.queues[q], &self.mem, chain.head, 0)?;
             any = true;
             match Control::decode(&b[..n]) {
-                Some(c) => self.on_control(c),
+                Some(c) => {
+                    if let Some(p) = self.on_control(c) {
+                        if !opened.contains(&p) {
+                            opened.push(p);
+                        }
+                    }
+                }
                 None => tracing::debug!("virtio-console: short control message ({n} bytes)"),
             }
         }
         if any {
             self.signal(q)?;
         }
-        self.flush_ctrl()
+        self.flush_ctrl()?;
+        for p in opened {
+            self.service(ctl, p)?;
+        }
+        Ok(())
     }
 
-    fn on_control(&mut self, c: Control) {
+    /// Acts on one driver message; returns a port whose guest side opened
+    /// or closed (it needs serving).
+    fn on_control(&mut self, c: Control) -> Option<usize> {
         let port = usize::try_from(c.id).ok().filter(|&p| p < self.ports.len());
         match (c.event, port) {
             (control::DEVICE_READY, _) if c.value == 1 => {
@@ -278,13 +300,12 @@ impl ConsoleHandler {
                 self.send(c.id, control::PORT_OPEN, u16::from(open), &[]);
             }
             (control::PORT_OPEN, Some(p)) => {
-                tracing::debug!(
-                    "virtio-console: guest {} port {p}",
-                    if c.value == 1 { "opened" } else { "closed" }
-                );
+                self.ports[p].guest_open = c.value == 1;
+                return Some(p);
             }
             _ => tracing::debug!("virtio-console: control message {c:?} ignored"),
         }
+        None
     }
 
     /// Serves port `p` after anything happened to it.
@@ -335,7 +356,7 @@ impl Handler for ConsoleHandler {
             QueueRole::Rx(p) if p < self.active => self.pump_rx(p)?,
             QueueRole::Tx(p) if p < self.active => self.drain_tx(p)?,
             QueueRole::CtrlRx if self.multiport => return self.flush_ctrl(),
-            QueueRole::CtrlTx if self.multiport => return self.handle_ctrl_tx(),
+            QueueRole::CtrlTx if self.multiport => return self.handle_ctrl_tx(ctl),
             _ => return Ok(()),
         }
         let (QueueRole::Rx(p) | QueueRole::Tx(p)) = queue_role(q) else {
