@@ -7,6 +7,9 @@
 //! client, and writes a line to hvc2. L1 (`guest/chan-l1.sh`) runs zvisor
 //! and `zvisor-chan-client` (the host end: hello, echo compare, reconnect),
 //! then prints the sha256 of what it sent and got back, and the log file.
+//! A named channel (`name=org.zvisor.agent.0`, a port of the multiport
+//! device) is found by L2 in /sys/class/virtio-ports and answers one
+//! request from a second client.
 
 use std::path::Path;
 use std::time::Duration;

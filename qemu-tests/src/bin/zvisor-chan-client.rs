@@ -9,6 +9,10 @@
 //! 3. disconnects, connects again as a new client, sends `PING2` and
 //!    expects `PONG2 PING2` back.
 //!
+//! `zvisor-chan-client agent SOCKET`: the host end of a named (multiport)
+//! channel: connects, sends `AGENT-PING` and expects `AGENT-REPLY
+//! AGENT-PING` from the guest.
+//!
 //! Prints one result line per step; exits non-zero on the first failure.
 
 use std::io::{self, Read, Write};
@@ -54,7 +58,24 @@ fn read_line(s: &mut UnixStream) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
+fn agent(path: &str) -> Result<(), String> {
+    let mut s = connect(path)?;
+    s.write_all(b"AGENT-PING\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let line = read_line(&mut s)?;
+    if line != "AGENT-REPLY AGENT-PING" {
+        return Err(format!("agent answer is {line:?}"));
+    }
+    println!("CLIENT-AGENT-OK");
+    Ok(())
+}
+
 fn run(args: &[String]) -> Result<(), String> {
+    if let [mode, path] = args {
+        if mode == "agent" {
+            return agent(path);
+        }
+    }
     let [path, send, recv] = args else {
         return Err("usage: zvisor-chan-client SOCKET SEND RECV".into());
     };
