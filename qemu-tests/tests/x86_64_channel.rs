@@ -170,10 +170,16 @@ fn x86_64_channel_with_linux_virtio_console() {
         has("ZVISOR-RESULT tag=L1 exec=chan final=ok"),
         "chan: the L1 script failed",
     );
+    need(has("L2-CONSOLES=4"), "L2 does not see four console devices");
     need(
-        has("L2-CONSOLES=3"),
-        "L2 does not see three console devices",
+        has("L2-AGENT-PORT=vport"),
+        "L2 found no port named org.zvisor.agent.0 in sysfs",
     );
+    need(
+        has("L2-AGENT-REQ=AGENT-PING") && has("L1-CHAN-AGENT-CLIENT-AGENT-OK"),
+        "named port: request/answer failed",
+    );
+    need(has("L1-CHAN-AGENT-EXIT=0"), "agent client failed");
     need(has("L2-CHAN-DONE"), "L2's script did not finish");
     need(has("L1-CHAN-CLIENT-HELLO-OK"), "no hello line from L2");
     need(

@@ -52,10 +52,12 @@ pub struct RunArgs {
     /// Guest console: serial (default; ttyS0) or virtio (hvc0 on stdin/stdout).
     #[arg(long, value_name = "serial|virtio")]
     console: Option<String>,
-    /// Host<->guest byte channel, a virtio-console port (hvcN in the guest,
-    /// after hvc0 with --console virtio): socket=PATH (zvisor listens there,
-    /// one client at a time, guest output is dropped while none is connected)
-    /// or file=PATH (guest output only). Repeatable.
+    /// Host<->guest byte channel on virtio-console: socket=PATH (zvisor
+    /// listens there, one client at a time) or file=PATH (guest output
+    /// only), optionally name=NAME. Unnamed: hvcN in the guest (after hvc0
+    /// with --console virtio; output is dropped while no client is
+    /// connected). Named: a port of one multiport device, found in the guest
+    /// under /sys/class/virtio-ports/*/name. Repeatable.
     #[arg(long, value_name = "OPTIONS")]
     channel: Vec<String>,
     /// virtio-rng entropy device (/dev/hwrng in the guest).
