@@ -352,15 +352,18 @@ impl Handler for ConsoleHandler {
         if !self.queues.get(q).is_some_and(|x| x.ready()) {
             return Ok(());
         }
-        match queue_role(q) {
-            QueueRole::Rx(p) if p < self.active => self.pump_rx(p)?,
-            QueueRole::Tx(p) if p < self.active => self.drain_tx(p)?,
+        let p = match queue_role(q) {
+            QueueRole::Rx(p) if p < self.active => {
+                self.pump_rx(p)?;
+                p
+            }
+            QueueRole::Tx(p) if p < self.active => {
+                self.drain_tx(p)?;
+                p
+            }
             QueueRole::CtrlRx if self.multiport => return self.flush_ctrl(),
             QueueRole::CtrlTx if self.multiport => return self.handle_ctrl_tx(ctl),
             _ => return Ok(()),
-        }
-        let (QueueRole::Rx(p) | QueueRole::Tx(p)) = queue_role(q) else {
-            return Ok(());
         };
         self.settle(ctl, p)
     }
