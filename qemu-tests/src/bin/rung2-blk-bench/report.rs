@@ -202,9 +202,9 @@ pub fn table(samples: &BTreeMap<(String, u32), Sample>) -> String {
         medians.insert(vmm, meds);
     }
     let _ = write!(t, "{:<14}", "zvisor/qemu");
-    for i in 0..COLUMNS.len() {
-        let r = match (medians["zvisor"][i], medians["qemu"][i]) {
-            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+    for (z, q) in medians["zvisor"].iter().zip(&medians["qemu"]) {
+        let r = match (z, q) {
+            (Some(a), Some(b)) if *b > 0.0 => Some(a / b),
             _ => None,
         };
         let _ = write!(t, " {:>18}", cell(r, 2));
