@@ -12,6 +12,8 @@ MIB=32
 now() { cut -d' ' -f1 /proc/uptime | tr -d .; }
 sectors=$(cat /sys/block/vda/size)
 echo "L2-BENCH-DISK sectors=$sectors"
+q=/sys/block/vda/queue
+echo "L2-BENCH-QUEUE max_segments=$(cat $q/max_segments) max_segment_size=$(cat $q/max_segment_size) max_hw_sectors_kb=$(cat $q/max_hw_sectors_kb) max_sectors_kb=$(cat $q/max_sectors_kb) nr_requests=$(cat $q/nr_requests) hw_queues=$(ls /sys/block/vda/mq | wc -l) features=$(cat /sys/block/vda/device/features)"
 [ "$sectors" -ge $((MIB * 2048)) ] || { echo "L2-BENCH-ERROR disk too small"; exit 1; }
 head -c $((MIB << 20)) /dev/urandom > /tmp/pattern
 want=$(sha256sum < /tmp/pattern | cut -d' ' -f1)

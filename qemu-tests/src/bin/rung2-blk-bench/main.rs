@@ -274,6 +274,15 @@ fn run() -> Result<bool, String> {
         "32 MiB per dd, 1 vCPU / 256 MiB L2, disk = 64 MiB file in L1 tmpfs; qemu: -M microvm virtio-blk-device cache=writeback"
     );
     print!("{}", report::table(&samples));
+    for vmm in report::VMMS {
+        // What L2's block layer saw of each device (the same every round).
+        if let Some(q) = out.lines().find_map(|l| {
+            l.split_once("L2-BENCH-QUEUE ")
+                .filter(|(p, _)| p.starts_with(&format!("[{vmm}-r")))
+        }) {
+            println!("{vmm} device in L2: {}", q.1.trim());
+        }
+    }
     for l in &retried {
         println!("retried: {}", l.trim());
     }
