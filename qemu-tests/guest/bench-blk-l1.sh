@@ -30,6 +30,8 @@ zvisor)
     --cpus 1 --memory 256M --disk path=/tmp/disk.img --cmdline "$args" ;;
 qemu)
   # cache=writeback: the host page cache, flush = fdatasync, as zvisor does.
+  # force-legacy=false: QEMU 7.2's virtio-mmio is legacy (0.9.5) by
+  # default; zvisor's is virtio 1.x (VERSION_1).
   # rtc=on: without it, L2's rtc_cmos probe spent 13 s on the absent CMOS
   # ("rtc_cmos: broken or not accessible"); zvisor's FADT says "no CMOS
   # RTC", so Linux does not probe there.
@@ -38,7 +40,7 @@ qemu)
     -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -kernel /boot/l2-kernel -initrd /boot/l2-initrd -append "$args" \
     -drive id=d0,file=/tmp/disk.img,format=raw,if=none,cache=writeback \
-    -device virtio-blk-device,drive=d0 ;;
+    -device virtio-blk-device,drive=d0 -global virtio-mmio.force-legacy=false ;;
 *) echo "bench-blk-l1: unknown VMM $vmm"; exit 2 ;;
 esac
 t0=$(now)
