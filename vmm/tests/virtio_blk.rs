@@ -323,6 +323,14 @@ fn event_idx_suppresses_interrupts() {
     );
     // The device told the driver which avail index it wants a kick for.
     assert_eq!(g.read(avail_event, 2), 2u16.to_le_bytes());
+    assert_eq!(d.poll_used(0).map(|u| u.1), Some(513));
+    common::check_event_idx(&mut d, &mut g, 0, &mut |d, g| {
+        r.header(g, t::IN, 1);
+        d.add_chain(
+            0,
+            &[(r.hdr, 16, false), (r.data, 512, true), (r.status, 1, true)],
+        )
+    });
 }
 
 /// The ioeventfd path: KVM signals the queue's notify EventFd directly

@@ -15,7 +15,7 @@ use vmm_sys_util::epoll::EventSet;
 
 use virtio_queue::QueueOwnedT;
 
-use super::queue::{add_used, pop_chain, read_segments, signal_used, write_segments, Chain};
+use super::queue::{add_used, pop_chain, read_segments, rearm, signal_used, write_segments, Chain};
 use super::worker::{EpollCtl, Handler, Worker, BACKEND_TOKEN_BASE};
 use super::{
     features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
@@ -93,7 +93,10 @@ impl VirtioDevice for Console {
         &[QUEUE_SIZE, QUEUE_SIZE]
     }
     fn features(&self) -> u64 {
-        features::VERSION_1 | features::RING_INDIRECT_DESC | F_EMERG_WRITE
+        features::VERSION_1
+            | features::RING_INDIRECT_DESC
+            | features::RING_EVENT_IDX
+            | F_EMERG_WRITE
     }
     fn ack_features(&mut self, _value: u64) {}
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -192,6 +195,9 @@ impl ConsoleHandler {
         let mut buf = [0u8; 4096];
         while self.io.input.is_some() && !self.input_eof {
             let Some(chain) = pop_chain(&mut self.queues[RX], &self.mem)? else {
+                if rearm(&mut self.queues[RX], &self.mem)? {
+                    continue;
+                }
                 // No buffers: stop polling input until the driver adds some.
                 self.watch_input(ctl, false)?;
                 break;
@@ -248,6 +254,7 @@ impl ConsoleHandler {
                 Some(p) => p,
                 None => match pop_chain(&mut self.queues[TX], &self.mem)? {
                     Some(chain) => PendingTx { chain, off: 0 },
+                    None if rearm(&mut self.queues[TX], &self.mem)? => continue,
                     None => break,
                 },
             };

@@ -136,17 +136,53 @@ pub fn add_used(q: &mut Queue, mem: &GuestMemory, head: u16, len: u32) -> Result
         .map_err(|e| ChainError::Ring(e.to_string()))
 }
 
-/// Interrupts the guest for queue `index` if the driver wants it (event idx
-/// and `VIRTQ_AVAIL_F_NO_INTERRUPT` honoured by `virtio-queue`).
+/// Starts a burst of work on `q`: without `VIRTIO_F_EVENT_IDX` sets
+/// `VRING_USED_F_NO_NOTIFY` so the driver stops kicking; with it nothing is
+/// written (the driver only kicks when it crosses `avail_event`, which moves
+/// only in [`rearm`]).
+pub fn quiesce(q: &mut Queue, mem: &GuestMemory) -> Result<(), ChainError> {
+    q.disable_notification(mem)
+        .map_err(|e| ChainError::Ring(e.to_string()))
+}
+
+/// Ends a burst on `q` once the device has looked at every chain the
+/// driver made available (a pop came back empty) and is about to wait for a
+/// notification: publishes `avail_event` = the next index the device will
+/// read (or clears `VRING_USED_F_NO_NOTIFY`), then re-reads the avail index.
+/// `true` means the driver added chains in between, so the device must go on
+/// rather than sleep (the driver may have seen the old `avail_event` and not
+/// kicked). Call it before rewinding chains that were popped but not used:
+/// the driver must kick for buffers beyond the ones the device already saw.
+pub fn rearm(q: &mut Queue, mem: &GuestMemory) -> Result<bool, ChainError> {
+    // virtio-queue writes avail_event = next_avail, then fences (SeqCst)
+    // before it re-reads avail->idx, as Linux's virtqueue_enable_cb does.
+    q.enable_notification(mem)
+        .map_err(|e| ChainError::Ring(e.to_string()))
+}
+
+/// `VRING_AVAIL_F_NO_INTERRUPT`: the driver asks for no used-buffer interrupts.
+const AVAIL_F_NO_INTERRUPT: u16 = 1;
+
+/// Interrupts the guest for queue `index` if the driver wants it: with
+/// `VIRTIO_F_EVENT_IDX` only when the used index crossed `used_event` since
+/// the last call (virtio-queue's `needs_notification`); without it unless
+/// the driver set `VRING_AVAIL_F_NO_INTERRUPT`.
 pub fn signal_used(
     q: &mut Queue,
     mem: &GuestMemory,
     irq: &dyn VirtioInterrupt,
     index: u16,
 ) -> Result<(), super::DeviceError> {
-    if q.needs_notification(mem)
-        .map_err(|e| ChainError::Ring(e.to_string()))?
-    {
+    let ring = |e: virtio_queue::Error| ChainError::Ring(e.to_string());
+    // Fences (SeqCst) after the used-ring writes before reading used_event.
+    let mut wanted = q.needs_notification(mem).map_err(ring)?;
+    if wanted && !q.event_idx_enabled() {
+        let flags: u16 = mem
+            .read_obj(GuestAddress(q.avail_ring()))
+            .map_err(|e| ChainError::Ring(e.to_string()))?;
+        wanted = u16::from_le(flags) & AVAIL_F_NO_INTERRUPT == 0;
+    }
+    if wanted {
         irq.trigger(InterruptReason::Queue(index))?;
     }
     Ok(())

@@ -12,11 +12,11 @@ use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueOwnedT};
 use vmm_sys_util::epoll::EventSet;
 
-use super::queue::{add_used, iovecs, pop_chain, read_segments, signal_used, split_segments};
-use super::queue::{write_segments, Chain, ChainError};
+use super::queue::{add_used, iovecs, pop_chain, quiesce, read_segments, rearm, signal_used};
+use super::queue::{split_segments, write_segments, Chain};
 use super::tap::{offload, Tap, TapError, VNET_HDR_LEN};
 use super::worker::{EpollCtl, Handler, Worker, BACKEND_TOKEN_BASE};
 use super::{
@@ -93,10 +93,9 @@ impl Net {
                 m
             }
         };
-        // No RING_EVENT_IDX: the RX path never publishes avail_event, so a
-        // Linux driver would stop kicking when it refills RX buffers.
         let mut avail = features::VERSION_1
             | features::RING_INDIRECT_DESC
+            | features::RING_EVENT_IDX
             | f::CSUM
             | f::GUEST_CSUM
             | f::MAC
@@ -258,6 +257,9 @@ impl NetHandler {
 
     fn process_rx(&mut self, ctl: &EpollCtl<'_>) -> Result<(), DeviceError> {
         let mut any = false;
+        // The driver need not kick RX while the device has buffers; the
+        // device re-arms (rearm in `deliver`) when it runs out.
+        quiesce(&mut self.rx, &self.mem)?;
         loop {
             let len = match self.pending {
                 Some(l) => l,
@@ -291,6 +293,7 @@ impl NetHandler {
                 Delivery::Dropped => {
                     self.pending = None;
                 }
+                Delivery::Retry => {}
                 Delivery::NoBuffers => {
                     // Wait for the driver to post buffers (RX notify).
                     self.watch_tap(ctl, false)?;
@@ -315,10 +318,18 @@ impl NetHandler {
                     chains.push(c);
                 }
                 None => {
+                    // Out of buffers: ask for a kick when the driver adds
+                    // one past those seen (before rewinding the chains
+                    // popped for this frame), and catch a refill that raced.
+                    let more = rearm(&mut self.rx, &self.mem)?;
                     for _ in 0..chains.len() {
                         self.rx.go_to_previous_position();
                     }
-                    return Ok(Delivery::NoBuffers);
+                    return Ok(if more {
+                        Delivery::Retry
+                    } else {
+                        Delivery::NoBuffers
+                    });
                 }
             }
             if !mrg {
@@ -351,9 +362,7 @@ impl NetHandler {
         let mut any = false;
         loop {
             // No kicks while the device is draining the ring.
-            self.tx
-                .disable_notification(&self.mem)
-                .map_err(|e| ChainError::Ring(e.to_string()))?;
+            quiesce(&mut self.tx, &self.mem)?;
             while let Some(chain) = pop_chain(&mut self.tx, &self.mem)? {
                 if let Err(why) = self.send(&chain) {
                     tracing::debug!("virtio-net: tx frame dropped: {why}");
@@ -361,11 +370,7 @@ impl NetHandler {
                 add_used(&mut self.tx, &self.mem, chain.head, 0)?;
                 any = true;
             }
-            if !self
-                .tx
-                .enable_notification(&self.mem)
-                .map_err(|e| ChainError::Ring(e.to_string()))?
-            {
+            if !rearm(&mut self.tx, &self.mem)? {
                 break;
             }
         }
@@ -409,6 +414,8 @@ impl NetHandler {
 enum Delivery {
     Done,
     Dropped,
+    /// Out of buffers, but the driver added some meanwhile: try again.
+    Retry,
     NoBuffers,
 }
 

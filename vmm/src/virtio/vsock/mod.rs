@@ -25,7 +25,8 @@ use vmm_sys_util::epoll::EventSet;
 
 use self::conn::{rst_for, Conn, State};
 use self::packet::{check_tx, op, Header, HDR_LEN, MAX_PAYLOAD, SHUTDOWN_RCV, SHUTDOWN_SEND};
-use super::queue::{add_used, pop_chain, read_segments, signal_used, write_segments, Chain};
+use super::queue::{add_used, pop_chain, read_segments, rearm, signal_used, write_segments};
+use super::queue::{quiesce, Chain};
 use super::worker::{EpollCtl, Handler, Worker, BACKEND_TOKEN_BASE};
 use super::{
     features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
@@ -96,7 +97,7 @@ impl VirtioDevice for Vsock {
         &[QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE]
     }
     fn features(&self) -> u64 {
-        features::VERSION_1 | features::RING_INDIRECT_DESC
+        features::VERSION_1 | features::RING_INDIRECT_DESC | features::RING_EVENT_IDX
     }
     fn ack_features(&mut self, _value: u64) {}
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -307,8 +308,12 @@ impl VsockHandler {
 
     fn process_tx(&mut self, ctl: &EpollCtl<'_>) -> Result<(), DeviceError> {
         let mut any = false;
+        quiesce(&mut self.tx, &self.mem)?;
         while self.ctrl.len() < MAX_PENDING_CTRL {
             let Some(chain) = pop_chain(&mut self.tx, &self.mem)? else {
+                if rearm(&mut self.tx, &self.mem)? {
+                    continue;
+                }
                 break;
             };
             self.handle_packet(ctl, &chain)?;
@@ -465,6 +470,9 @@ impl VsockHandler {
         'outer: loop {
             while let Some(h) = self.ctrl.front().copied() {
                 let Some(chain) = pop_chain(&mut self.rx, &self.mem)? else {
+                    if rearm(&mut self.rx, &self.mem)? {
+                        continue;
+                    }
                     break 'outer;
                 };
                 let w = write_segments(&self.mem, &chain.writable, 0, &h.encode());
@@ -490,6 +498,9 @@ impl VsockHandler {
             let mut progress = false;
             for token in ready {
                 let Some(chain) = pop_chain(&mut self.rx, &self.mem)? else {
+                    if rearm(&mut self.rx, &self.mem)? {
+                        continue 'outer;
+                    }
                     break 'outer;
                 };
                 let room = chain.writable_len().saturating_sub(HDR_LEN as u64);
