@@ -7,7 +7,7 @@
 //! device turns into `NEEDS_RESET`.
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::{InterruptReason, VirtioInterrupt};
 use crate::memory::GuestMemory;
@@ -99,7 +99,7 @@ pub fn pop_chain_into(
         count += 1;
         last_has_next = d.has_next();
         let len = d.len();
-        if len > 0 && !GuestMemoryBackend::check_range(mem, d.addr(), len as usize) {
+        if len > 0 && !in_ram(mem, d.addr(), len) {
             return Err(ChainError::OutsideRam {
                 head,
                 addr: d.addr().0,
@@ -128,6 +128,22 @@ pub fn pop_chain_into(
         return Err(ChainError::Unterminated(head));
     }
     Ok(true)
+}
+
+/// Whether `[addr, addr+len)` is guest RAM. The common case, a buffer
+/// inside one region, costs one region lookup; anything else goes through
+/// vm-memory's general (region-by-region) check.
+fn in_ram(mem: &GuestMemory, addr: GuestAddress, len: u32) -> bool {
+    if let Some(r) = mem.find_region(addr) {
+        let off = addr.0 - r.start_addr().0;
+        if off
+            .checked_add(u64::from(len))
+            .is_some_and(|end| end <= r.len())
+        {
+            return true;
+        }
+    }
+    GuestMemoryBackend::check_range(mem, addr, len as usize)
 }
 
 /// Returns a chain to the driver with `len` bytes written.

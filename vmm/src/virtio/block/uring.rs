@@ -120,14 +120,18 @@ impl Ring {
         s.len = len;
         s.res = i32::MIN;
         let (ptr, cnt) = (s.iov.as_ptr(), s.iov.len() as u32);
-        let e = if write {
-            opcode::Writev::new(types::Fd(fd), ptr, cnt)
+        let f = types::Fd(fd);
+        let e = match (write, s.iov.as_slice()) {
+            // One buffer (the usual 4 KiB page): plain READ/WRITE, no iovec
+            // import in the kernel.
+            (false, [v]) => opcode::Read::new(f, v.iov_base.cast(), v.iov_len as u32)
                 .offset(off)
-                .build()
-        } else {
-            opcode::Readv::new(types::Fd(fd), ptr, cnt)
+                .build(),
+            (true, [v]) => opcode::Write::new(f, v.iov_base.cast(), v.iov_len as u32)
                 .offset(off)
-                .build()
+                .build(),
+            (false, _) => opcode::Readv::new(f, ptr, cnt).offset(off).build(),
+            (true, _) => opcode::Writev::new(f, ptr, cnt).offset(off).build(),
         };
         // SAFETY: the iovec array lives in `slots[i]`, untouched until
         // `complete` has reaped this entry; the buffers are guest RAM that
