@@ -495,3 +495,50 @@ fn engines_report_a_shrunken_image() {
         assert_eq!(d.status() & status::NEEDS_RESET, 0);
     }
 }
+
+/// Activation whose worker cannot start (here: a notifier epoll refuses)
+/// fails cleanly and leaves the device with its image, so a later
+/// activation works.
+#[test]
+fn failed_activation_keeps_the_disk() {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    use std::sync::Arc;
+    use virtio_queue::{Queue, QueueT};
+    use vmm_sys_util::eventfd::EventFd;
+    use zvisor_vmm::virtio::{ActiveQueue, InterruptReason, VirtioDevice, VirtioInterrupt};
+
+    struct NoIrq;
+    impl VirtioInterrupt for NoIrq {
+        fn trigger(&self, _: InterruptReason) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn set_needs_reset(&self) {}
+    }
+    let dir = TempDir::new("blk");
+    let p = image(&dir, "a.img", 8);
+    let mut b = disk(&p, true, None);
+    let g = Guest::new();
+    let q = |notify| {
+        vec![ActiveQueue {
+            index: 0,
+            queue: Queue::new(16).unwrap(),
+            notify,
+        }]
+    };
+    let file = std::fs::File::open(&p).unwrap();
+    // SAFETY: the fd comes from `file` and is closed once, by the EventFd.
+    let bad = unsafe { EventFd::from_raw_fd(file.into_raw_fd()) };
+    let e = b
+        .activate(g.mem.clone(), Arc::new(NoIrq), q(bad))
+        .unwrap_err();
+    assert!(e.to_string().contains("cannot start device worker"), "{e}");
+    assert!(
+        b.io_engine().is_some(),
+        "the image went away with the worker"
+    );
+    let ok = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    b.activate(g.mem.clone(), Arc::new(NoIrq), q(ok)).unwrap();
+    assert!(b.io_engine().is_none(), "active");
+    assert!(b.reset());
+    assert!(b.io_engine().is_some());
+}

@@ -391,3 +391,27 @@ fn event_idx_rx_rearms_and_tx_suppresses() {
         eprintln!("SKIP event_idx_rx_rearms_and_tx_suppresses: {why}");
     }
 }
+
+/// A tap that goes away under the device (deleted by the host admin) makes
+/// every read fail while the fd stays readable: the device must go to
+/// NEEDS_RESET instead of retrying in a loop.
+#[test]
+fn deleted_tap_needs_reset() {
+    let r = in_netns("zvtap4", |tap| {
+        let mut g = Guest::new();
+        let mut d = g.attach(Box::new(Net::new(tap, Some(GUEST_MAC)).unwrap()), 0);
+        d.init(&mut g, types::NET, features::VERSION_1 | nf::MAC, 2);
+        let mut bufs = Vec::new();
+        post_rx(&mut d, &mut g, &mut bufs, 4);
+        assert_eq!(d.status() & zvisor_vmm::virtio::status::NEEDS_RESET, 0);
+        ip("link del zvtap4").unwrap();
+        assert!(d.wait_needs_reset(), "device kept going on a dead tap");
+        // NEEDS_RESET comes from the worker's event loop having ended (it
+        // then only waits to be stopped); a reset gives the tap back.
+        d.writel(zvisor_vmm::virtio::mmio::regs::STATUS, 0);
+        assert_eq!(d.status(), 0);
+    });
+    if let Err(why) = r {
+        eprintln!("SKIP deleted_tap_needs_reset: {why}");
+    }
+}

@@ -187,3 +187,66 @@ fn wait_readable(fd: &EventFd) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+
+    use super::*;
+    use crate::virtio::InterruptReason;
+
+    struct Counter(u32);
+    impl Handler for Counter {
+        fn queue_notified(&mut self, _: &EpollCtl<'_>, _: usize) -> Result<(), DeviceError> {
+            self.0 += 1;
+            Ok(())
+        }
+    }
+
+    struct NoIrq;
+    impl VirtioInterrupt for NoIrq {
+        fn trigger(&self, _: InterruptReason) -> io::Result<()> {
+            Ok(())
+        }
+        fn set_needs_reset(&self) {}
+    }
+
+    #[test]
+    fn failed_spawn_gives_the_handler_back() {
+        // epoll refuses a regular file (EPERM): the setup fails after the
+        // handler was handed in, and it must come back unharmed.
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        // SAFETY: the fd is owned (taken from `file`) and only closed by
+        // the EventFd, once; it is never used as an eventfd.
+        let bad = unsafe { EventFd::from_raw_fd(file.into_raw_fd()) };
+        match Worker::spawn("t", vec![bad], Arc::new(NoIrq), Counter(7)) {
+            Err((e, h)) => {
+                assert_eq!(h.0, 7);
+                assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+            }
+            Ok(_) => panic!("epoll took a regular file"),
+        }
+        // The same handler then runs in a working worker and comes back.
+        let ok = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let kick = ok.try_clone().unwrap();
+        let mut w = Worker::spawn("t", vec![ok], Arc::new(NoIrq), Counter(7))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        kick.write(1).unwrap();
+        // Once the worker drained the eventfd it calls the handler in the
+        // same loop iteration, before it can see the stop request.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut p = libc::pollfd {
+            fd: kick.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        while unsafe { libc::poll(&mut p, 1, 0) } == 1 {
+            assert!(std::time::Instant::now() < deadline, "kick not served");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let h = w.stop().expect("handler back");
+        assert_eq!(h.0, 8);
+    }
+}

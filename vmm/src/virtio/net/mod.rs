@@ -203,7 +203,6 @@ impl VirtioDevice for Net {
             frame: vec![0; MAX_FRAME],
             pending: None,
             tap_watched: false,
-            tap_error_logged: false,
         };
         match Worker::spawn("virtio-net", notify, interrupt, h) {
             Ok(w) => self.worker = Some(w),
@@ -237,8 +236,6 @@ struct NetHandler {
     /// Length of a frame read from the tap and not yet delivered.
     pending: Option<usize>,
     tap_watched: bool,
-    /// A tap read error was already logged at warn level.
-    tap_error_logged: bool,
 }
 
 impl NetHandler {
@@ -265,22 +262,19 @@ impl NetHandler {
                 Some(l) => l,
                 None => match self.tap.file().read(&mut self.frame) {
                     Ok(n) if n >= VNET_HDR_LEN => n,
-                    Ok(_) => continue,
+                    Ok(0) => return Err(io::Error::other("tap read: end of file").into()),
+                    Ok(_) => continue, // shorter than a vnet header: drop
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.watch_tap(ctl, true)?;
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        // A persistent error would repeat on every wakeup.
-                        if self.tap_error_logged {
-                            tracing::debug!("virtio-net: tap read failed: {e}");
-                        } else {
-                            tracing::warn!("virtio-net: tap read failed: {e}");
-                            self.tap_error_logged = true;
-                        }
-                        self.watch_tap(ctl, true)?;
-                        break;
+                        // Not a transient condition (EIO/EBADFD: the tap
+                        // was deleted or detached): it would come back on
+                        // every wake-up, as the fd stays readable. Stop
+                        // here; the device goes to NEEDS_RESET.
+                        return Err(io::Error::new(e.kind(), format!("tap read: {e}")).into());
                     }
                 },
             };
