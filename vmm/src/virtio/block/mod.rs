@@ -28,6 +28,7 @@ use super::worker::{EpollCtl, Handler, Worker};
 use super::{
     features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
 };
+use crate::endian::{le_u64, put_le_u16, put_le_u32, put_le_u64};
 use crate::memory::GuestMemory;
 
 /// Feature bits (virtio 1.2, 5.2.3).
@@ -158,15 +159,19 @@ impl Block {
             avail |= feature_bits::DISCARD | feature_bits::WRITE_ZEROES;
         }
         let mut config = [0u8; CONFIG_LEN];
-        config[0..8].copy_from_slice(&sectors.to_le_bytes());
-        config[12..16].copy_from_slice(&u32::from(QUEUE_SIZE - 2).to_le_bytes());
-        config[20..24].copy_from_slice(&512u32.to_le_bytes());
-        config[34..36].copy_from_slice(&1u16.to_le_bytes());
-        config[36..40].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
-        config[40..44].copy_from_slice(&MAX_DISCARD_SEG.to_le_bytes());
-        config[44..48].copy_from_slice(&1u32.to_le_bytes());
-        config[48..52].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
-        config[52..56].copy_from_slice(&MAX_DISCARD_SEG.to_le_bytes());
+        // virtio 1.2, 5.2.4: capacity, seg_max, blk_size, then (after
+        // geometry and topology) num_queues, the discard and write-zeroes
+        // limits and write_zeroes_may_unmap.
+        let c = &mut config;
+        put_le_u64(c, 0, sectors);
+        put_le_u32(c, 12, u32::from(QUEUE_SIZE - 2));
+        put_le_u32(c, 20, 512);
+        put_le_u16(c, 34, 1);
+        put_le_u32(c, 36, MAX_DISCARD_SECTORS);
+        put_le_u32(c, 40, MAX_DISCARD_SEG);
+        put_le_u32(c, 44, 1);
+        put_le_u32(c, 48, MAX_DISCARD_SECTORS);
+        put_le_u32(c, 52, MAX_DISCARD_SEG);
         config[56] = 1;
         let mut dev = Self {
             disk: Some(Disk {
@@ -218,7 +223,7 @@ impl Block {
 
     /// Capacity in 512-byte sectors.
     pub fn sectors(&self) -> u64 {
-        u64::from_le_bytes(self.config[0..8].try_into().unwrap_or_default())
+        le_u64(&self.config, 0).unwrap_or(0)
     }
 
     /// Serves `queue` on the calling thread, without a worker; for a
