@@ -204,6 +204,27 @@ pub fn signal_used(
     Ok(())
 }
 
+/// Copies guest RAM at `addr` into `buf`: one region lookup when the range
+/// lies in one region (the case for nearly every buffer), vm-memory's
+/// region-by-region copy otherwise. `false` if it is not all RAM.
+pub fn read_at(mem: &GuestMemory, addr: GuestAddress, buf: &mut [u8]) -> bool {
+    match mem.get_slice(addr, buf.len()) {
+        Ok(s) => s.copy_to(buf) == buf.len(),
+        Err(_) => mem.read_slice(buf, addr).is_ok(),
+    }
+}
+
+/// Copies `buf` into guest RAM at `addr`, like [`read_at`].
+pub fn write_at(mem: &GuestMemory, addr: GuestAddress, buf: &[u8]) -> bool {
+    match mem.get_slice(addr, buf.len()) {
+        Ok(s) => {
+            s.copy_from(buf);
+            true
+        }
+        Err(_) => mem.write_slice(buf, addr).is_ok(),
+    }
+}
+
 /// Copies from the chain's segments, starting `offset` bytes in, into `buf`.
 /// Returns the bytes copied (short at the end of the segments).
 pub fn read_segments(mem: &GuestMemory, segs: &[Segment], offset: u64, buf: &mut [u8]) -> usize {
@@ -222,10 +243,7 @@ pub fn read_segments(mem: &GuestMemory, segs: &[Segment], offset: u64, buf: &mut
         let Some(addr) = s.addr.0.checked_add(skip) else {
             break;
         };
-        if mem
-            .read_slice(&mut buf[done..done + n], GuestAddress(addr))
-            .is_err()
-        {
+        if !read_at(mem, GuestAddress(addr), &mut buf[done..done + n]) {
             break;
         }
         done += n;
@@ -252,10 +270,7 @@ pub fn write_segments(mem: &GuestMemory, segs: &[Segment], offset: u64, buf: &[u
         let Some(addr) = s.addr.0.checked_add(skip) else {
             break;
         };
-        if mem
-            .write_slice(&buf[done..done + n], GuestAddress(addr))
-            .is_err()
-        {
+        if !write_at(mem, GuestAddress(addr), &buf[done..done + n]) {
             break;
         }
         done += n;

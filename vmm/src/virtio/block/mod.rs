@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use virtio_queue::Queue;
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::GuestAddress;
 
 use self::request::{byte_range, status as st, Kind, Op, ID_LEN};
 use super::queue::{
-    add_used, iovecs_range, pop_chain_into, quiesce, rearm, signal_used, write_segments, Chain,
-    ChainError,
+    add_used, iovecs_range, pop_chain_into, quiesce, rearm, signal_used, write_at, write_segments,
+    Chain, ChainError,
 };
 use super::worker::{EpollCtl, Handler, Worker};
 use super::{
@@ -445,8 +445,9 @@ fn complete(
     status: u8,
     written: u32,
 ) -> Result<(), DeviceError> {
-    mem.write_obj(status, status_addr)
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    if !write_at(mem, status_addr, &[status]) {
+        return Err(io::Error::other("status byte outside guest RAM").into());
+    }
     add_used(q, mem, head, written + 1)?;
     Ok(())
 }
