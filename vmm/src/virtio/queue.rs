@@ -176,32 +176,6 @@ pub fn rearm(q: &mut Queue, mem: &GuestMemory) -> Result<bool, ChainError> {
         .map_err(|e| ChainError::Ring(e.to_string()))
 }
 
-/// Busy-polls the avail index for up to `window` before the device re-arms
-/// and sleeps (QEMU's IOThread polling idea): a driver that refills right
-/// after its interrupt is served without a kick and without waking the
-/// worker thread. `true` when new chains showed up. Notifications stay off
-/// meanwhile (NO_NOTIFY, or a stale `avail_event` the driver has passed), so
-/// the driver does not kick for what the device picks up here.
-pub fn poll_avail(
-    q: &Queue,
-    mem: &GuestMemory,
-    window: std::time::Duration,
-) -> Result<bool, ChainError> {
-    let start = std::time::Instant::now();
-    loop {
-        let idx = q
-            .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
-            .map_err(|e| ChainError::Ring(e.to_string()))?;
-        if idx.0 != q.next_avail() {
-            return Ok(true);
-        }
-        if start.elapsed() >= window {
-            return Ok(false);
-        }
-        std::hint::spin_loop();
-    }
-}
-
 /// `VRING_AVAIL_F_NO_INTERRUPT`: the driver asks for no used-buffer interrupts.
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
 

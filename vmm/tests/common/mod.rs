@@ -501,8 +501,7 @@ pub fn check_event_idx(
         assert!(d.kick(q), "round {i}: device did not re-arm avail_event");
         assert!(d.irq_within(t), "round {i}: no interrupt");
         assert_eq!(d.poll_used(q).map(|u| u.0), Some(u32::from(head)));
-        // The device publishes avail_event before it sleeps (virtio-blk
-        // first polls the ring for a moment, so this may take a little).
+        // The device publishes avail_event before it sleeps.
         assert!(wait_rearmed(d, q), "round {i}: avail_event not published");
     }
     // (b) Interrupts off: a burst is served silently.

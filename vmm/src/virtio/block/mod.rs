@@ -21,8 +21,8 @@ use vm_memory::GuestAddress;
 
 use self::request::{byte_range, status as st, Kind, Op, ID_LEN};
 use super::queue::{
-    add_used, iovecs_range, poll_avail, pop_chain_into, quiesce, rearm, signal_used, write_at,
-    write_segments, Chain, ChainError,
+    add_used, iovecs_range, pop_chain_into, quiesce, rearm, signal_used, write_at, write_segments,
+    Chain, ChainError,
 };
 use super::worker::{EpollCtl, Handler, Worker};
 use super::{
@@ -55,8 +55,6 @@ const MAX_DISCARD_SEG: u32 = 1;
 /// Completions after which the device interrupts even while still busy.
 const SIGNAL_EVERY: usize = 8;
 const MAX_DISCARD_SECTORS: u32 = u32::MAX / 512;
-/// How long the worker polls the ring for more requests before it sleeps.
-const POLL: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// How to open a disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,9 +239,7 @@ impl Block {
             .disk
             .as_mut()
             .ok_or_else(|| io::Error::other("device is active"))?;
-        // No polling: the caller decides when to look again.
-        let poll = std::time::Duration::ZERO;
-        process_queue(queue, mem, disk, irq, 0, &mut Scratch::default(), poll)
+        process_queue(queue, mem, disk, irq, 0, &mut Scratch::default())
     }
 }
 
@@ -349,7 +345,6 @@ impl Handler for BlockHandler {
             self.irq.as_ref(),
             self.index,
             &mut self.scratch,
-            POLL,
         )
     }
 }
@@ -363,9 +358,8 @@ fn process_queue(
     irq: &dyn VirtioInterrupt,
     index: u16,
     scratch: &mut Scratch,
-    poll: std::time::Duration,
 ) -> Result<(), DeviceError> {
-    let r = serve(q, mem, disk, irq, index, scratch, poll);
+    let r = serve(q, mem, disk, irq, index, scratch);
     if r.is_err() {
         // The device is going to NEEDS_RESET: nothing queued may complete
         // into the rings later.
@@ -383,7 +377,6 @@ fn serve(
     irq: &dyn VirtioInterrupt,
     index: u16,
     scratch: &mut Scratch,
-    poll: std::time::Duration,
 ) -> Result<(), DeviceError> {
     let mut unsignalled = 0usize;
     loop {
@@ -433,16 +426,6 @@ fn serve(
         }
         // One io_uring_enter for everything this pass queued.
         unsignalled += complete_batch(q, mem, disk)?;
-        if !poll.is_zero() {
-            // Tell the driver what is done, then watch for its refill.
-            if unsignalled > 0 {
-                signal_used(q, mem, irq, index)?;
-                unsignalled = 0;
-            }
-            if poll_avail(q, mem, poll)? {
-                continue;
-            }
-        }
         if !rearm(q, mem)? {
             break;
         }
