@@ -6,7 +6,7 @@ use std::sync::Arc;
 use virtio_queue::Queue;
 
 use super::queue::{add_used, pop_chain, quiesce, rearm, signal_used, write_segments};
-use super::worker::{EpollCtl, Handler, Worker};
+use super::worker::{self, EpollCtl, Handler, Worker};
 use super::{
     features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
 };
@@ -67,35 +67,30 @@ impl VirtioDevice for Rng {
         &mut self,
         mem: GuestMemory,
         interrupt: Arc<dyn VirtioInterrupt>,
-        mut queues: Vec<ActiveQueue>,
+        queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
         if self.worker.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
-        if queues.len() != 1 {
-            return Err(ActivateError::QueueCount {
-                need: 1,
-                got: queues.len(),
-            });
-        }
-        let q = queues.remove(0);
+        let (notify, mut qs) = worker::split_queues(queues, 1)?;
         let h = RngHandler {
             mem,
             irq: interrupt.clone(),
-            queue: q.queue,
+            queue: qs.remove(0),
             buf: vec![0; MAX_REQUEST],
         };
-        self.worker =
-            Some(Worker::spawn("virtio-rng", vec![q.notify], interrupt, h).map_err(|(e, _)| e)?);
-        Ok(())
+        worker::start(
+            &mut self.worker,
+            &mut None,
+            "virtio-rng",
+            notify,
+            interrupt,
+            h,
+            |_| (),
+        )
     }
     fn reset(&mut self) -> bool {
-        if let Some(mut w) = self.worker.take() {
-            if w.stop().is_none() {
-                return false;
-            }
-        }
-        true
+        worker::stop(&mut self.worker, &mut None, |_| ())
     }
 }
 

@@ -13,7 +13,9 @@ use std::thread::JoinHandle;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{DeviceError, VirtioInterrupt};
+use virtio_queue::Queue;
+
+use super::{ActivateError, ActiveQueue, DeviceError, VirtioInterrupt};
 
 /// First token a handler may use for its own fds.
 pub const BACKEND_TOKEN_BASE: u64 = 1 << 16;
@@ -144,6 +146,66 @@ impl<H> Drop for Worker<H> {
             let _ = self.kill.write(1);
             let _ = t.join();
         }
+    }
+}
+
+/// Checks that the driver set up `need` queues and splits them into their
+/// notifiers (worker tokens = positions) and ring states, in queue order.
+pub fn split_queues(
+    queues: Vec<ActiveQueue>,
+    need: usize,
+) -> Result<(Vec<EventFd>, Vec<Queue>), ActivateError> {
+    if queues.len() != need {
+        return Err(ActivateError::QueueCount {
+            need,
+            got: queues.len(),
+        });
+    }
+    Ok(queues.into_iter().map(|q| (q.notify, q.queue)).unzip())
+}
+
+/// The activation every worker-backed device shares: runs `handler` on a
+/// worker named `name`; if the thread cannot start, `back` takes the backend
+/// out of the returned handler into `backend`, so the device keeps it and a
+/// later activation can try again.
+pub fn start<H: Handler, B>(
+    worker: &mut Option<Worker<H>>,
+    backend: &mut Option<B>,
+    name: &str,
+    notify: Vec<EventFd>,
+    irq: Arc<dyn VirtioInterrupt>,
+    handler: H,
+    back: impl FnOnce(H) -> B,
+) -> Result<(), ActivateError> {
+    match Worker::spawn(name, notify, irq, handler) {
+        Ok(w) => {
+            *worker = Some(w);
+            Ok(())
+        }
+        Err((e, h)) => {
+            *backend = Some(back(h));
+            Err(e.into())
+        }
+    }
+}
+
+/// The reset every worker-backed device shares: stops the worker (if any)
+/// and puts the backend back into `backend`; `false` if the worker thread
+/// panicked and the backend is lost (the transport then reports `FAILED`).
+pub fn stop<H: Handler, B>(
+    worker: &mut Option<Worker<H>>,
+    backend: &mut Option<B>,
+    back: impl FnOnce(H) -> B,
+) -> bool {
+    let Some(mut w) = worker.take() else {
+        return true;
+    };
+    match w.stop() {
+        Some(h) => {
+            *backend = Some(back(h));
+            true
+        }
+        None => false,
     }
 }
 

@@ -24,7 +24,7 @@ use super::queue::{
     add_used, iovecs_range, pop_chain_into, quiesce, rearm, signal_used, write_at, write_segments,
     Chain, ChainError,
 };
-use super::worker::{EpollCtl, Handler, Worker};
+use super::worker::{self, EpollCtl, Handler, Worker};
 use super::{
     features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
 };
@@ -278,41 +278,32 @@ impl VirtioDevice for Block {
         &mut self,
         mem: GuestMemory,
         interrupt: Arc<dyn VirtioInterrupt>,
-        mut queues: Vec<ActiveQueue>,
+        queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
-        if queues.len() != 1 {
-            return Err(ActivateError::QueueCount {
-                need: 1,
-                got: queues.len(),
-            });
-        }
+        let index = queues.first().map_or(0, |q| q.index);
+        let (notify, mut qs) = worker::split_queues(queues, 1)?;
         let disk = self.disk.take().ok_or(ActivateError::AlreadyActive)?;
-        let q = queues.remove(0);
         let handler = BlockHandler {
             disk,
             mem,
             irq: interrupt.clone(),
-            queue: q.queue,
-            index: q.index,
+            queue: qs.remove(0),
+            index,
             scratch: Scratch::default(),
         };
-        match Worker::spawn("virtio-blk", vec![q.notify], interrupt, handler) {
-            Ok(w) => self.worker = Some(w),
-            Err((e, h)) => {
-                self.disk = Some(h.disk);
-                return Err(e.into());
-            }
-        }
-        Ok(())
+        let name = "virtio-blk";
+        worker::start(
+            &mut self.worker,
+            &mut self.disk,
+            name,
+            notify,
+            interrupt,
+            handler,
+            |h| h.disk,
+        )
     }
     fn reset(&mut self) -> bool {
-        if let Some(mut w) = self.worker.take() {
-            match w.stop() {
-                Some(h) => self.disk = Some(h.disk),
-                None => return false,
-            }
-        }
-        true
+        worker::stop(&mut self.worker, &mut self.disk, |h| h.disk)
     }
 }
 

@@ -18,7 +18,7 @@ use vmm_sys_util::epoll::EventSet;
 use super::queue::{add_used, iovecs, pop_chain, quiesce, read_segments, rearm, signal_used};
 use super::queue::{split_segments, write_segments, Chain};
 use super::tap::{offload, Tap, TapError, VNET_HDR_LEN};
-use super::worker::{EpollCtl, Handler, Worker, BACKEND_TOKEN_BASE};
+use super::worker::{self, EpollCtl, Handler, Worker, BACKEND_TOKEN_BASE};
 use super::{
     features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
 };
@@ -174,22 +174,11 @@ impl VirtioDevice for Net {
         interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
-        if queues.len() != 2 {
-            return Err(ActivateError::QueueCount {
-                need: 2,
-                got: queues.len(),
-            });
-        }
+        let (notify, mut qs) = worker::split_queues(queues, 2)?;
         let tap = self.tap.take().ok_or(ActivateError::AlreadyActive)?;
         if let Err(e) = tap.set_offload(tap_offloads(self.acked)) {
             self.tap = Some(tap);
             return Err(io::Error::other(e.to_string()).into());
-        }
-        let mut notify = Vec::new();
-        let mut qs = Vec::new();
-        for q in queues {
-            notify.push(q.notify);
-            qs.push(q.queue);
         }
         let tx = qs.pop().unwrap_or_default();
         let rx = qs.pop().unwrap_or_default();
@@ -204,24 +193,19 @@ impl VirtioDevice for Net {
             pending: None,
             tap_watched: false,
         };
-        match Worker::spawn("virtio-net", notify, interrupt, h) {
-            Ok(w) => self.worker = Some(w),
-            Err((e, h)) => {
-                self.tap = Some(h.tap);
-                return Err(e.into());
-            }
-        }
-        Ok(())
+        worker::start(
+            &mut self.worker,
+            &mut self.tap,
+            "virtio-net",
+            notify,
+            interrupt,
+            h,
+            |h| h.tap,
+        )
     }
     fn reset(&mut self) -> bool {
-        if let Some(mut w) = self.worker.take() {
-            match w.stop() {
-                Some(h) => self.tap = Some(h.tap),
-                None => return false,
-            }
-        }
         self.acked = 0;
-        true
+        worker::stop(&mut self.worker, &mut self.tap, |h| h.tap)
     }
 }
 

@@ -27,7 +27,7 @@ use self::conn::{rst_for, Conn, State};
 use self::packet::{check_tx, op, Header, HDR_LEN, MAX_PAYLOAD, SHUTDOWN_RCV, SHUTDOWN_SEND};
 use super::queue::{add_used, pop_chain, read_segments, rearm, signal_used, write_segments};
 use super::queue::{quiesce, Chain};
-use super::worker::{EpollCtl, Handler, Worker, BACKEND_TOKEN_BASE};
+use super::worker::{self, EpollCtl, Handler, Worker, BACKEND_TOKEN_BASE};
 use super::{
     features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
 };
@@ -109,19 +109,8 @@ impl VirtioDevice for Vsock {
         interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
-        if queues.len() != 3 {
-            return Err(ActivateError::QueueCount {
-                need: 3,
-                got: queues.len(),
-            });
-        }
+        let (notify, mut qs) = worker::split_queues(queues, 3)?;
         let listener = self.listener.take().ok_or(ActivateError::AlreadyActive)?;
-        let mut notify = Vec::new();
-        let mut qs = Vec::new();
-        for q in queues {
-            notify.push(q.notify);
-            qs.push(q.queue);
-        }
         qs.truncate(2); // the event queue carries nothing zvisor sends
         let tx = qs.pop().unwrap_or_default();
         let rx = qs.pop().unwrap_or_default();
@@ -141,24 +130,12 @@ impl VirtioDevice for Vsock {
             next_port: FIRST_LOCAL_PORT,
             buf: vec![0; MAX_PAYLOAD as usize],
         };
-        match Worker::spawn("virtio-vsock", notify, interrupt, h) {
-            Ok(w) => self.worker = Some(w),
-            Err((e, h)) => {
-                self.listener = Some(h.listener);
-                return Err(e.into());
-            }
-        }
-        Ok(())
+        let (w, l) = (&mut self.worker, &mut self.listener);
+        worker::start(w, l, "virtio-vsock", notify, interrupt, h, |h| h.listener)
     }
     fn reset(&mut self) -> bool {
-        if let Some(mut w) = self.worker.take() {
-            // Dropping the handler closes every connection; the listener stays.
-            match w.stop() {
-                Some(h) => self.listener = Some(h.listener),
-                None => return false,
-            }
-        }
-        true
+        // Dropping the handler closes every connection; the listener stays.
+        worker::stop(&mut self.worker, &mut self.listener, |h| h.listener)
     }
 }
 
