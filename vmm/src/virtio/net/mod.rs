@@ -15,8 +15,10 @@ use std::sync::Arc;
 use virtio_queue::{Queue, QueueOwnedT};
 use vmm_sys_util::epoll::EventSet;
 
-use super::queue::{add_used, iovecs, pop_chain, quiesce, read_segments, rearm, signal_used};
-use super::queue::{split_segments, write_segments, Chain};
+use super::queue::{
+    add_used, iovecs_range, pop_chain, pop_chain_into, quiesce, read_segments, rearm,
+};
+use super::queue::{signal_used, write_segments, Chain};
 use super::tap::{offload, Tap, TapError, VNET_HDR_LEN};
 use super::worker::{self, EpollCtl, Handler, Worker, BACKEND_TOKEN_BASE};
 use super::{
@@ -192,6 +194,8 @@ impl VirtioDevice for Net {
             frame: vec![0; MAX_FRAME],
             pending: None,
             tap_watched: false,
+            iov: Vec::new(),
+            chains: Vec::new(),
         };
         worker::start(
             &mut self.worker,
@@ -220,7 +224,16 @@ struct NetHandler {
     /// Length of a frame read from the tap and not yet delivered.
     pending: Option<usize>,
     tap_watched: bool,
+    /// TX iovecs, reused from frame to frame.
+    iov: Vec<libc::iovec>,
+    /// RX chains of the frame being delivered, reused from frame to frame.
+    chains: Vec<Chain>,
 }
+
+// SAFETY: `iov` is rebuilt before every use and points only into guest RAM
+// (which outlives the handler) or the current frame's header copy; it is
+// never dereferenced across threads.
+unsafe impl Send for NetHandler {}
 
 impl NetHandler {
     fn watch_tap(&mut self, ctl: &EpollCtl<'_>, on: bool) -> Result<(), DeviceError> {
@@ -286,37 +299,49 @@ impl NetHandler {
     }
 
     fn deliver(&mut self, len: usize) -> Result<Delivery, DeviceError> {
+        // The chains' buffers are reused from frame to frame.
+        let mut chains = std::mem::take(&mut self.chains);
+        let r = self.deliver_into(&mut chains, len);
+        self.chains = chains;
+        r
+    }
+
+    fn deliver_into(
+        &mut self,
+        chains: &mut Vec<Chain>,
+        len: usize,
+    ) -> Result<Delivery, DeviceError> {
         let mrg = self.acked & f::MRG_RXBUF != 0;
-        let mut chains: Vec<Chain> = Vec::new();
+        let mut n = 0;
         let mut room = 0u64;
         while room < len as u64 {
-            match pop_chain(&mut self.rx, &self.mem)? {
-                Some(c) => {
-                    room += c.writable_len();
-                    chains.push(c);
-                }
-                None => {
-                    // Out of buffers: ask for a kick when the driver adds
-                    // one past those seen (before rewinding the chains
-                    // popped for this frame), and catch a refill that raced.
-                    let more = rearm(&mut self.rx, &self.mem)?;
-                    for _ in 0..chains.len() {
-                        self.rx.go_to_previous_position();
-                    }
-                    return Ok(if more {
-                        Delivery::Retry
-                    } else {
-                        Delivery::NoBuffers
-                    });
-                }
+            if chains.len() == n {
+                chains.push(Chain::default());
             }
+            if !pop_chain_into(&mut self.rx, &self.mem, &mut chains[n])? {
+                // Out of buffers: ask for a kick when the driver adds one
+                // past those seen (before rewinding the chains popped for
+                // this frame), and catch a refill that raced.
+                let more = rearm(&mut self.rx, &self.mem)?;
+                for _ in 0..n {
+                    self.rx.go_to_previous_position();
+                }
+                return Ok(if more {
+                    Delivery::Retry
+                } else {
+                    Delivery::NoBuffers
+                });
+            }
+            room += chains[n].writable_len();
+            n += 1;
             if !mrg {
                 break;
             }
         }
+        let chains = &chains[..n];
         if room < len as u64 {
             // Without mergeable buffers one chain must hold the frame.
-            for _ in 0..chains.len() {
+            for _ in 0..n {
                 self.rx.go_to_previous_position();
             }
             return Ok(Delivery::Dropped);
@@ -328,7 +353,7 @@ impl NetHandler {
             .max(1) as u16;
         self.frame[10..12].copy_from_slice(&nbufs.to_le_bytes());
         let mut off = 0usize;
-        for c in &chains {
+        for c in chains {
             let w = write_segments(&self.mem, &c.writable, 0, &self.frame[off..len]);
             add_used(&mut self.rx, &self.mem, c.head, w as u32)?;
             off += w;
@@ -369,12 +394,14 @@ impl NetHandler {
         read_segments(&self.mem, &chain.readable, 0, &mut hdr);
         let frame_len = total as usize - VNET_HDR_LEN;
         header::parse_tx(&hdr, frame_len, self.acked).map_err(|e| e.to_string())?;
-        let (_, body) = split_segments(&chain.readable, VNET_HDR_LEN as u64);
-        let mut iov = vec![libc::iovec {
+        let iov = &mut self.iov;
+        iov.clear();
+        iov.push(libc::iovec {
             iov_base: hdr.as_mut_ptr().cast(),
             iov_len: hdr.len(),
-        }];
-        iov.extend(iovecs(&self.mem, &body).ok_or("buffer not in RAM")?);
+        });
+        let body = VNET_HDR_LEN as u64;
+        iovecs_range(&self.mem, &chain.readable, body, u64::MAX, iov).ok_or("buffer not in RAM")?;
         if iov.len() > 1024 {
             return Err("too many buffers".into());
         }

@@ -386,8 +386,12 @@ impl VsockHandler {
                     return Ok(());
                 }
                 let n = h.len as usize;
-                let (_, payload) = super::queue::split_segments(&chain.readable, HDR_LEN as u64);
-                let got = read_segments(&self.mem, &payload, 0, &mut self.buf[..n]);
+                let got = read_segments(
+                    &self.mem,
+                    &chain.readable,
+                    HDR_LEN as u64,
+                    &mut self.buf[..n],
+                );
                 match c.push_to_host(&self.buf[..got]) {
                     Ok(true) => {
                         if c.wants_credit_update() {
