@@ -54,6 +54,9 @@ pub const CONFIG_LEN: usize = 60;
 const MAX_DISCARD_SEG: u32 = 1;
 /// Completions after which the device interrupts even while still busy.
 const SIGNAL_EVERY: usize = 8;
+/// Reads/writes per io_uring submission before the device completes them
+/// and signals (see `serve`).
+const URING_CHUNK: usize = 16;
 const MAX_DISCARD_SECTORS: u32 = u32::MAX / 512;
 
 /// How to open a disk.
@@ -390,7 +393,10 @@ fn serve(
                     op,
                     req.status,
                 ) {
-                    if ring.is_full() {
+                    // Submit in chunks: the driver gets the first used
+                    // buffers (and refills) while the device goes on, as
+                    // with the sync engine's SIGNAL_EVERY.
+                    if ring.queued() >= URING_CHUNK || ring.is_full() {
                         complete_batch(q, mem, disk)?;
                         signal_used(q, mem, irq, index)?;
                         unsignalled = 0;
