@@ -357,6 +357,18 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_micros(200));
     }
+    // The init holds its end until it execs the user process (O_CLOEXEC):
+    // end of file means exec'd (or died); poststart hooks run after that.
+    loop {
+        let mut b = [0u8; 1];
+        // SAFETY: reads at most one byte into a local buffer.
+        let n = unsafe { libc::read(fifo.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+        let again = n < 0 && nix::Error::last() == nix::Error::EAGAIN;
+        if !again || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
     let _ = std::fs::remove_file(sd.fifo());
     rec.status = Status::Running;
     sd.save(&rec)?;

@@ -172,13 +172,10 @@ fn after_start(ctx: &InitCtx, state: &str) -> Result<std::convert::Infallible> {
         Mode::empty(),
     )
     .ctx(|| "opening the exec fifo")?;
-    // SAFETY: fd was just opened; write one byte from a static buffer.
-    let rc = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
-    if rc < 0 {
-        return Err(nix::Error::last()).ctx(|| "writing the exec fifo");
-    }
-    let _ = nix::unistd::close(fd);
-    let _ = nix::unistd::close(ctx.fifo);
+    // The open returned, so `start` was called: startContainer hooks run
+    // now, before `start` is told to go on. `fd` stays open (O_CLOEXEC)
+    // until the user process is exec'd; `start` waits for that before its
+    // poststart hooks, which the spec orders after the user process starts.
     let spec = ctx.spec;
     if let Some(h) = spec.hooks() {
         hooks::run(
@@ -187,6 +184,12 @@ fn after_start(ctx: &InitCtx, state: &str) -> Result<std::convert::Infallible> {
             state,
         )?;
     }
+    // SAFETY: fd was just opened; write one byte from a static buffer.
+    let rc = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+    if rc < 0 {
+        return Err(nix::Error::last()).ctx(|| "writing the exec fifo");
+    }
+    let _ = nix::unistd::close(ctx.fifo);
     let proc_ = spec
         .process()
         .as_ref()

@@ -6,8 +6,12 @@
 # distro has it).
 #
 # The initramfs is the kernel's rootfs, where pivot_root(2) refuses to
-# work; the tests run chrooted into a bind mount of it (/newroot), which is
-# a mount with a parent, so the runtime's pivot_root works as on a disk.
+# work. This prepares /newroot, a bind mount of it with its own /proc,
+# /sys, /dev, /tmp and cgroups; containers-run.sh moves it over / in a
+# private mount namespace (as switch_root does), so the runtime's
+# pivot_root works as on a disk and the tests are not "chrooted" (which
+# would make user namespaces fail with EPERM). The cgroup mounts stay here,
+# in init's namespace, so v1 hierarchy ids stay the same for every run.
 set -eu
 /bin/busybox mkdir -p /usr/bin /sbin /usr/sbin
 /bin/busybox --install -s

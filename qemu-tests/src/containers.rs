@@ -51,13 +51,14 @@ pub struct GuestBinaries {
     pub tests: Vec<(String, PathBuf)>,
 }
 
-fn static_cargo(arch: GuestArch) -> Command {
+fn static_cargo(arch: GuestArch, subcommand: &str) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(repo_root())
         .env("CARGO_TARGET_DIR", static_target_dir(false))
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .arg(subcommand)
         .args(["--release", "--quiet", "--target", arch.rust_target()]);
     cmd
 }
@@ -92,8 +93,7 @@ pub fn test_executables(json_lines: &str) -> Vec<(String, PathBuf)> {
 pub fn build(arch: GuestArch) -> Result<GuestBinaries, String> {
     let dir = build_static(arch, &["zvisor-init"], false)?;
     let init = dir.join("zvisor-init");
-    let st = static_cargo(arch)
-        .arg("build")
+    let st = static_cargo(arch, "build")
         .args(["-p", "zvisor", "--bin", "zvisor-runc"])
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -107,8 +107,8 @@ pub fn build(arch: GuestArch) -> Result<GuestBinaries, String> {
         .join(arch.rust_target())
         .join("release")
         .join("zvisor-runc");
-    let out = static_cargo(arch)
-        .args(["test", "--no-run", "--message-format=json"])
+    let out = static_cargo(arch, "test")
+        .args(["--no-run", "--message-format=json"])
         .args(["-p", "zvisor-containers", "--tests"])
         .stderr(Stdio::inherit())
         .output()
