@@ -109,7 +109,7 @@ pub fn build(arch: GuestArch) -> Result<GuestBinaries, String> {
         .join("zvisor-runc");
     let out = static_cargo(arch, "test")
         .args(["--no-run", "--message-format=json"])
-        .args(["-p", "zvisor-containers", "--tests"])
+        .args(["-p", "zvisor-containers", "--test", "*"])
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("cannot run cargo: {e}"))?;

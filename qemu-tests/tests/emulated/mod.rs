@@ -10,12 +10,14 @@ fn allowed_skips(layout: CgroupLayout) -> Vec<&'static str> {
         "clients::podman_run_exec_stop_ps_rm_and_tty",
         "clients::containerd_ctr_run",
     ];
-    if layout == CgroupLayout::V2 {
+    match layout {
         // These two check cgroup v1 files.
-        v.extend([
+        CgroupLayout::V2 => v.extend([
             "resources::cpu_and_cpuset_limits_are_written",
             "resources::unavailable_controllers_are_clear_errors",
-        ]);
+        ]),
+        // This one checks cgroup v2 files.
+        CgroupLayout::V1Hybrid => v.push("resources::v2_limits_update_pause_resume"),
     }
     v
 }
