@@ -9,6 +9,11 @@
 #    L2s with Debian's virtio drivers: ext4 on virtio-blk (host e2fsck after),
 #    a read-only disk, virtio-rng, hvc0, virtio-net TCP both ways (needs
 #    e2fsprogs and busybox-static on the host).
+#  - s390x_containers / aarch64_containers: the OCI runtime's integration
+#    tests and zvisor-runc, built statically for s390x / aarch64, run inside
+#    Debian's s390x / arm64 kernel under qemu-system TCG (emulated z, no
+#    KVM), once with the hybrid cgroup layout and once with pure cgroup v2;
+#    busybox-static of each arch comes from ci/assets.sh.
 # Missing assets or QEMU fail this stage (ZVISOR_REQUIRE_RUNG2=1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
