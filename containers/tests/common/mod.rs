@@ -241,6 +241,16 @@ pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     out
 }
 
+/// How many cgroup directories a container has at least: one on pure
+/// cgroup v2, one per v1 hierarchy (two or more) otherwise.
+pub fn min_cgroup_dirs() -> usize {
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        1
+    } else {
+        2
+    }
+}
+
 /// Number of host processes whose command line mentions `needle`.
 pub fn procs_with(needle: &str) -> usize {
     let mut n = 0;
