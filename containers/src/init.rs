@@ -172,6 +172,16 @@ fn after_start(ctx: &InitCtx, state: &str) -> Result<std::convert::Infallible> {
         Mode::empty(),
     )
     .ctx(|| "opening the exec fifo")?;
+    // Kept open until execve, so move it above the preserved fds, which
+    // `finalize` hands to the user process.
+    let min = 3i32.saturating_add(ctx.preserve_fds.max(0));
+    // SAFETY: F_DUPFD_CLOEXEC on an fd we own; integer arguments only.
+    let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    if high < 0 {
+        return Err(nix::Error::last()).ctx(|| "moving the exec fifo fd");
+    }
+    let _ = nix::unistd::close(fd);
+    let fd = high;
     // The open returned, so `start` was called: startContainer hooks run
     // now, before `start` is told to go on. `fd` stays open (O_CLOEXEC)
     // until the user process is exec'd; `start` waits for that before its

@@ -405,3 +405,15 @@ fn json_log_features_and_spec() {
         serde_json::from_slice(&std::fs::read(d.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(spec["ociVersion"], "1.0.2");
 }
+
+#[test]
+fn preserved_fds_do_not_leak_the_exec_fifo() {
+    require_root!();
+    // With --preserve-fds, fds 3.. stay open in the user process; the
+    // runtime's own fds (the exec fifo is held until execve) must not.
+    let b = Bundle::new(&["sh", "-c", "ls -l /proc/self/fd/"]);
+    let id = id("prsv");
+    let out = b.ok(&["run", "--preserve-fds", "3", &id]);
+    assert!(!out.contains("fifo"), "{out}");
+    assert_no_leaks(&b, &id);
+}
