@@ -2,8 +2,8 @@
 # Benchmark of zvisor-runc beside runc and crun (not a test).
 #
 #   ci/bench-runc.sh [RUNS]      (default 50; needs root, busybox-static,
-#                                 runc, crun; builds zvisor-runc with the
-#                                 `runc` profile, statically linked)
+#                                 runc, crun; builds zvisor-runc with
+#                                 ci/build-runc.sh)
 #
 # For each runtime, from the same busybox bundle running /bin/true:
 #   cycle: create -> start -> wait for the init to exit -> delete
@@ -17,16 +17,12 @@
 set -eu
 RUNS=${1:-50}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# A static, non-PIE build (glibc, +crt-static, relocation-model=static):
-# no dynamic loader, shared libraries or relocations to touch at every one
-# of the many short runtime invocations; profile `runc` (opt-level z, fat
-# LTO, one codegen unit, see Cargo.toml) for fewer code pages.
-HOST=$(rustc -vV | sed -n 's/^host: //p')
-RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" CARGO_TARGET_DIR="$ROOT/target/static" \
-  cargo build -q --profile runc -p zvisor --bin zvisor-runc --target "$HOST" --manifest-path "$ROOT/Cargo.toml"
+# zvisor-runc as shipped: static, non-PIE, profile `runc`, code layout
+# trained on a container lifecycle (see ci/build-runc.sh).
+ZR=$("$ROOT/ci/build-runc.sh")
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
-ln -s "$ROOT/target/static/$HOST/runc/zvisor-runc" "$W/zvisor-runc"
+ln -s "$ZR" "$W/zvisor-runc"
 B=$W/bundle
 mkdir -p "$B/rootfs/bin" "$B/rootfs/proc" "$B/rootfs/dev" "$B/rootfs/sys" "$B/rootfs/tmp"
 cp /bin/busybox "$B/rootfs/bin/busybox"

@@ -1,0 +1,109 @@
+#!/bin/sh
+# Builds zvisor-runc as shipped and benchmarked; prints the binary's path.
+#
+#   ci/build-runc.sh            (root and qemu-user-static for step 2)
+#
+# 1. Static (glibc, +crt-static), non-PIE (relocation-model=static), with
+#    the `runc` profile (opt-level z, fat LTO, one codegen unit): no loader,
+#    no shared libraries, no relocations at each of the many short runs.
+# 2. Code layout from a training run: each page fault on the binary maps a
+#    64 KiB window of it (the kernel's fault-around), so the peak RSS of a
+#    short run is about the number of 64 KiB windows its code touches. The
+#    build is run under qemu-user (`-d in_asm` logs every piece of code
+#    translated, i.e. executed) through a container lifecycle — create,
+#    start, state, exec, kill, delete, run -d, list and an error — with
+#    `zvisor-runc spec`'s default config (not the benchmark's), and relinked
+#    with lld's --symbol-ordering-file so that the functions used come first,
+#    in the order of first use. The code is the same; only its place moves.
+#    Without root or qemu the step is skipped (with a note on stderr).
+set -eu
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+HOST=$(rustc -vV | sed -n 's/^host: //p')
+ARCH=$(uname -m)
+export RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static"
+export CARGO_TARGET_DIR="$ROOT/target/static"
+OUT=$CARGO_TARGET_DIR/$HOST/runc
+BIN=$OUT/zvisor-runc
+build() {
+  cargo rustc -q --profile runc -p zvisor --bin zvisor-runc --target "$HOST" \
+    --manifest-path "$ROOT/Cargo.toml" -- "$@" >&2
+}
+build
+QEMU=$(command -v "qemu-$ARCH-static" || true)
+if [ "$(id -u)" != 0 ] || [ -z "$QEMU" ] || [ ! -x /bin/busybox ]; then
+  echo "build-runc: no root, qemu-$ARCH-static or busybox-static: code layout not trained" >&2
+  echo "$BIN"
+  exit 0
+fi
+
+W=$(mktemp -d)
+trap 'for c in t-exec t-run t-life; do "$W/zr" --root "$W/state" delete -f $c >/dev/null 2>&1 || true; done; rm -rf "$W"' EXIT
+cp "$BIN" "$W/zr"
+B=$W/bundle
+mkdir -p "$B/rootfs/bin" "$B/rootfs/proc" "$B/rootfs/dev" "$B/rootfs/sys" "$B/rootfs/tmp"
+cp /bin/busybox "$B/rootfs/bin/busybox"
+for a in sh true sleep; do ln -s busybox "$B/rootfs/bin/$a"; done
+(cd "$B" && "$W/zr" spec)
+cp "$B/config.json" "$B/spec.json"
+bundle() { # ARGS as a JSON list
+  python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["process"]["terminal"]=False; c["process"]["args"]=json.loads(sys.argv[2]); json.dump(c,open(sys.argv[3],"w"))' \
+    "$B/spec.json" "$1" "$B/config.json"
+}
+zr() { # traced run; failures are part of the training
+  (cd "$B" && "$QEMU" -d in_asm -D "$W/log-$N" "$W/zr" --root "$W/state" "$@") >/dev/null 2>&1 || true
+  N=$((N + 1))
+}
+N=10
+bundle '["/bin/true"]'
+zr create --pid-file "$W/pid" t-life
+zr start t-life
+sleep 0.2
+zr state t-life
+zr delete t-life
+zr run -d t-run
+sleep 0.2
+zr list
+zr delete t-run
+bundle '["/bin/sleep", "10"]'
+zr run -d t-exec
+zr exec t-exec /bin/true
+zr kill t-exec KILL
+sleep 0.2
+zr delete t-exec
+bundle '["/bin/true"]'
+zr state no-such-container
+zr run t-foreground
+zr --version
+
+python3 - "$BIN" "$W"/log-* > "$OUT/zvisor-runc.order" <<'PY'
+import bisect, re, subprocess, sys
+# Functions of the binary (mangled names, as lld sees them), by address.
+syms = []
+nm = subprocess.run(["nm", "-n", "-S", sys.argv[1]], capture_output=True, text=True, check=True)
+for l in nm.stdout.splitlines():
+    p = l.split()
+    if len(p) == 4 and p[2] in "tTwW":
+        syms.append((int(p[0], 16), int(p[1], 16), p[3]))
+starts = [s[0] for s in syms]
+seen, order = set(), []
+for log in sorted(sys.argv[2:], key=lambda f: int(f.rsplit("-", 1)[1])):
+    for l in open(log, errors="replace"):
+        m = re.match(r"0x([0-9a-f]+):", l)
+        if not m:
+            continue
+        a = int(m.group(1), 16)
+        i = bisect.bisect_right(starts, a) - 1
+        if i >= 0 and a < syms[i][0] + max(syms[i][1], 1) and syms[i][2] not in seen:
+            seen.add(syms[i][2])
+            order.append(syms[i][2])
+# glibc picks string functions by CPU (ifunc), and qemu's CPU is not the
+# host's: every variant of a family used goes along.
+fam = lambda n: re.sub(r"_(sse2|ssse3|sse4_1|sse4_2|avx|avx2|avx512|evex|erms|unaligned|rtm|vex|movbe|x86_64|generic|aligned)(_.*)?$", "", n)
+used = {fam(n) for n in order if n.startswith("__")}
+order += [s[2] for s in syms if s[2] not in seen and s[2].startswith("__") and fam(s[2]) != s[2] and fam(s[2]) in used]
+print("\n".join(order))
+size = sum(s[1] for s in syms if s[2] in set(order))
+print(f"build-runc: {len(order)} functions, {size} bytes of code first", file=sys.stderr)
+PY
+build -C link-arg=-Wl,--symbol-ordering-file="$OUT/zvisor-runc.order" -C link-arg=-Wl,--no-warn-symbol-ordering
+echo "$BIN"
