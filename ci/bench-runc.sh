@@ -9,7 +9,8 @@
 #   cycle: create -> start -> wait for the init to exit -> delete
 #   run:   run (foreground; it waits and deletes by itself)
 # and the peak RSS of the runtime's own processes (GNU time %M, max over
-# create/start/delete/run; measured in separate runs).
+# create/start/delete/run; measured in separate runs). The runtimes take
+# turns in rounds of 10 runs.
 # Prints a markdown table (min/median/max in ms) for docs/performance.md.
 #
 # crun 1.8 refuses this host's hybrid cgroup layout, so crun runs in a
@@ -87,7 +88,7 @@ for label, fn in (("cycle", cycle), ("run", run)):
     t = []
     for i in range(runs):
         t0 = time.perf_counter(); fn(i); t.append((time.perf_counter() - t0) * 1000)
-    res[label] = (min(t), statistics.median(t), max(t))
+    res[label] = t
 measure = True
 for i in range(3):
     cycle(1000 + i)
@@ -97,25 +98,39 @@ PY
 run_rt() { # name runtime [wrapper...]
   n=$1; rt=$2; shift 2
   mkdir -p "$W/root-$n"
-  "$@" python3 "$W/bench.py" "$rt" "$B" "$RUNS" "$W/root-$n"
+  "$@" python3 "$W/bench.py" "$rt" "$B" "$THIS_ROUND" "$W/root-$n"
 }
+# In rounds of ROUND runs, the runtimes taking turns, so that a change of
+# the machine's load (it is shared) falls on all three alike.
+ROUND=10
 {
-  run_rt zvisor "$W/zvisor-runc"
-  run_rt runc "$(command -v runc)"
-  if [ -d /sys/fs/cgroup/unified ]; then
-    run_rt crun "$(command -v crun)" unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' sh
-  else
-    run_rt crun "$(command -v crun)"
-  fi
+  left=$RUNS
+  while [ "$left" -gt 0 ]; do
+    THIS_ROUND=$((left < ROUND ? left : ROUND))
+    run_rt zvisor "$W/zvisor-runc"
+    run_rt runc "$(command -v runc)"
+    if [ -d /sys/fs/cgroup/unified ]; then
+      run_rt crun "$(command -v crun)" unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' sh
+    else
+      run_rt crun "$(command -v crun)"
+    fi
+    left=$((left - THIS_ROUND))
+  done
 } > "$W/results"
 echo "Date: $(date -u +%Y-%m-%dT%H:%MZ); machine: $(uname -m), $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), kernel $(uname -r); $RUNS runs each"
 echo
 echo "| runtime | create→start→wait→delete min / median / max (ms) | run min / median / max (ms) | peak RSS of the runtime (KiB) |"
 echo "|---|---|---|---|"
 python3 - "$W/results" <<'PY'
-import json, sys
+import json, statistics, sys
+rts = {}
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    f = lambda t: " / ".join(f"{x:.1f}" for x in t)
-    print(f"| {r['name']} | {f(r['cycle'])} | {f(r['run'])} | {r['peak_rss_kib']} |")
+    a = rts.setdefault(r["name"], {"cycle": [], "run": [], "peak": 0})
+    a["cycle"] += r["cycle"]
+    a["run"] += r["run"]
+    a["peak"] = max(a["peak"], r["peak_rss_kib"])
+f = lambda t: " / ".join(f"{x:.1f}" for x in (min(t), statistics.median(t), max(t)))
+for name, a in rts.items():
+    print(f"| {name} | {f(a['cycle'])} | {f(a['run'])} | {a['peak']} |")
 PY

@@ -11,7 +11,7 @@
 #    short run is about the number of 64 KiB windows its code touches. The
 #    build is run under qemu-user (`-d in_asm` logs every piece of code
 #    translated, i.e. executed) through a container lifecycle — create,
-#    start, state, exec, kill, delete, run -d, list and an error — with
+#    start, state, exec, kill, delete (-f), run -d, list and an error — with
 #    `zvisor-runc spec`'s default config (not the benchmark's), and relinked
 #    with lld's --symbol-ordering-file so that the functions used come first,
 #    in the order of first use. The code is the same; only its place moves.
@@ -25,6 +25,9 @@ export CARGO_TARGET_DIR="$ROOT/target/static"
 OUT=$CARGO_TARGET_DIR/$HOST/runc
 BIN=$OUT/zvisor-runc
 build() {
+  # cargo keeps a build per set of extra arguments, and links a fresh one to
+  # $BIN only when $BIN is missing.
+  rm -f "$BIN"
   cargo rustc -q --profile runc -p zvisor --bin zvisor-runc --target "$HOST" \
     --manifest-path "$ROOT/Cargo.toml" -- "$@" >&2
 }
@@ -39,7 +42,7 @@ fi
 W=$(mktemp -d)
 # Ids (and so cgroup paths) of their own, in a state root of its own.
 T=train-$$
-trap 'for c in $T-exec $T-run $T-life; do "$W/zr" --root "$W/state" delete -f $c >/dev/null 2>&1 || true; done; rm -rf "$W"' EXIT
+trap 'for c in $T-exec $T-run $T-life $T-force; do "$W/zr" --root "$W/state" delete -f $c >/dev/null 2>&1 || true; done; rm -rf "$W"' EXIT
 cp "$BIN" "$W/zr"
 B=$W/bundle
 mkdir -p "$B/rootfs/bin" "$B/rootfs/proc" "$B/rootfs/dev" "$B/rootfs/sys" "$B/rootfs/tmp"
@@ -73,12 +76,14 @@ zr exec $T-exec /bin/true
 zr kill $T-exec KILL
 sleep 0.2
 zr delete $T-exec
+zr run -d $T-force
+zr delete -f $T-force
 bundle '["/bin/true"]'
 zr state no-such-container
 zr run $T-foreground
 zr --version
 
-python3 - "$BIN" "$W"/log-* > "$OUT/zvisor-runc.order" <<'PY'
+python3 - "$BIN" "$W"/log-* > "$W/order" <<'PY'
 import bisect, re, subprocess, sys
 # Functions of the binary (mangled names, as lld sees them), by address.
 syms = []
@@ -99,6 +104,16 @@ for log in sorted(sys.argv[2:], key=lambda f: int(f.rsplit("-", 1)[1])):
         if i >= 0 and a < syms[i][0] + max(syms[i][1], 1) and syms[i][2] not in seen:
             seen.add(syms[i][2])
             order.append(syms[i][2])
+# What runs natively but not under qemu-user 7.2 (found with `perf trace
+# -F all` on the ordered binary): glibc's vDSO setup at every start (qemu
+# gives no vDSO), and `run`'s wait for the container (qemu refuses
+# PR_SET_CHILD_SUBREAPER, so training stops there).
+native = ["_dl_new_object", "_dl_add_to_namespace_list", "_dl_setup_hash",
+          "_dl_lookup_direct", "check_match", "_dl_name_match_p", "__strcmp_sse2",
+          "sigemptyset", "__libc_sigaction", "__sigaction", "__waitpid", "__wait4"]
+names = {s[2] for s in syms}
+order += [n for n in native if n in names and n not in seen]
+seen.update(order)
 # glibc picks string functions by CPU (ifunc), and qemu's CPU is not the
 # host's: every variant of a family used goes along.
 fam = lambda n: re.sub(r"_(sse2|ssse3|sse4_1|sse4_2|avx|avx2|avx512|evex|erms|unaligned|rtm|vex|movbe|x86_64|generic|aligned)(_.*)?$", "", n)
@@ -108,5 +123,9 @@ print("\n".join(order))
 size = sum(s[1] for s in syms if s[2] in set(order))
 print(f"build-runc: {len(order)} functions, {size} bytes of code first", file=sys.stderr)
 PY
-build -C link-arg=-Wl,--symbol-ordering-file="$OUT/zvisor-runc.order" -C link-arg=-Wl,--no-warn-symbol-ordering
+# cargo does not look into the file: a new order gets a new name.
+H=$(sha256sum < "$W/order" | cut -c1-16)
+find "$OUT" -maxdepth 1 -name 'zvisor-runc-*.order' ! -name "zvisor-runc-$H.order" -delete
+cp "$W/order" "$OUT/zvisor-runc-$H.order"
+build -C link-arg=-Wl,--symbol-ordering-file="$OUT/zvisor-runc-$H.order" -C link-arg=-Wl,--no-warn-symbol-ordering
 echo "$BIN"
