@@ -1,20 +1,28 @@
-//! The virtio-mmio hook of the x86_64 backend, on this host's /dev/kvm:
-//! devices listed in `VmConfig::mmio_devices` appear in the guest's DSDT
-//! (as `LNRO0005`), and guest accesses to their windows reach the devices
-//! on the MMIO bus. The guest is the tiny test guest (`guest/tiny`).
+//! The virtio-mmio wiring of the x86_64 backend, on this host's /dev/kvm:
+//! the virtio devices given to `Platform::build` appear in the guest's DSDT
+//! (as `LNRO0005`, in list order), and the guest reaches them through their
+//! MMIO windows and queue notifications. The guest is the tiny test guest
+//! (`guest/tiny`) running its own virtio-blk driver (`tiny.blk`) against
+//! the first device the DSDT lists; the devices are the real virtio-blk and
+//! virtio-rng models of `zvisor-vmm`, each wrapped to record what the
+//! transport asked of it.
 #![cfg(target_arch = "x86_64")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use vmm_sys_util::eventfd::EventFd;
 use zvisor_arch::x86_64::kvm::X86Platform;
-use zvisor_vmm::bus::{Bus, BusDevice};
-use zvisor_vmm::config::{ConsoleMode, MmioDeviceInfo};
-use zvisor_vmm::{GuestExit, MemorySize, Platform, VmConfig};
-
-const MAGIC: u32 = 0x7472_6976; // "virt"
+use zvisor_arch::x86_64::layout;
+use zvisor_vmm::bus::Bus;
+use zvisor_vmm::config::ConsoleMode;
+use zvisor_vmm::memory::GuestMemory;
+use zvisor_vmm::virtio::block::Block;
+use zvisor_vmm::virtio::rng::Rng;
+use zvisor_vmm::virtio::{
+    features, types, ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt,
+};
+use zvisor_vmm::{GuestExit, MemorySize, VmConfig};
 
 fn kvm_usable(test: &str) -> bool {
     match std::fs::OpenOptions::new()
@@ -46,102 +54,189 @@ fn tiny(name: &str) -> PathBuf {
     .join(name)
 }
 
-#[derive(Default)]
-struct FakeVirtio {
-    writes: Vec<(u64, Vec<u8>)>,
+/// What the transport asked of a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Call {
+    AckFeatures(u64),
+    Activate(usize),
 }
 
-impl BusDevice for FakeVirtio {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        if offset == 0 && data.len() == 4 {
-            data.copy_from_slice(&MAGIC.to_le_bytes());
-        }
+type Calls = Arc<Mutex<Vec<Call>>>;
+
+/// A real device model that records the transport's calls into it.
+struct Recorder {
+    inner: Box<dyn VirtioDevice>,
+    calls: Calls,
+}
+
+fn recorded(inner: impl VirtioDevice + 'static) -> (Box<dyn VirtioDevice>, Calls) {
+    let calls = Calls::default();
+    let dev = Recorder {
+        inner: Box::new(inner),
+        calls: calls.clone(),
+    };
+    (Box::new(dev), calls)
+}
+
+impl VirtioDevice for Recorder {
+    fn device_type(&self) -> u32 {
+        self.inner.device_type()
     }
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        self.writes.push((offset, data.to_vec()));
+    fn queue_max_sizes(&self) -> &[u16] {
+        self.inner.queue_max_sizes()
+    }
+    fn features(&self) -> u64 {
+        self.inner.features()
+    }
+    fn ack_features(&mut self, value: u64) {
+        self.calls.lock().unwrap().push(Call::AckFeatures(value));
+        self.inner.ack_features(value)
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        self.inner.read_config(offset, data)
+    }
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        self.inner.write_config(offset, data)
+    }
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        queues: Vec<ActiveQueue>,
+    ) -> Result<(), ActivateError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::Activate(queues.len()));
+        self.inner.activate(mem, interrupt, queues)
+    }
+    fn reset(&mut self) -> bool {
+        self.inner.reset()
     }
 }
 
-fn config(kernel: &str, devices: Vec<MmioDeviceInfo>) -> VmConfig {
+const SECTOR_ONE: &[u8; 32] = b"HOST SECTOR ONE 0123456789abcdef";
+
+/// A 16-sector raw image with a known sector 1 and a marker in sector 2.
+fn image(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let mut b = vec![0u8; 16 * 512];
+    b[512..512 + 32].copy_from_slice(SECTOR_ONE);
+    b[1024..1024 + 8].copy_from_slice(b"OLDOLDOL");
+    std::fs::write(&p, &b).unwrap();
+    p
+}
+
+fn block(img: &Path) -> Block {
+    let cfg = zvisor_vmm::virtio::config::parse_disk(&format!("path={}", img.display()))
+        .expect("disk option");
+    Block::new(&cfg).expect("open image")
+}
+
+fn config(kernel: &str, word: &str) -> VmConfig {
     let mut cfg = VmConfig::new(tiny(kernel));
-    cfg.cmdline = "tiny.action=mmio".into();
+    cfg.cmdline = format!("tiny.blk tiny.blk.write={word}");
     cfg.memory = MemorySize(64 << 20);
     cfg.console = ConsoleMode::Off;
-    cfg.mmio_devices = devices;
     cfg
 }
 
-fn slot(i: u32) -> MmioDeviceInfo {
-    let (base, size, irq) = X86Platform::mmio_slot(i).expect("slot");
-    MmioDeviceInfo {
-        base,
-        size,
-        irq,
-        irq_fd: Some(Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap())),
-    }
+fn run(cfg: &VmConfig, devices: Vec<Box<dyn VirtioDevice>>) -> GuestExit {
+    zvisor_vmm::runner::run::<X86Platform>(cfg, Bus::new(), devices, |_| {}).unwrap()
+}
+
+/// Sector 2 of `img` holds exactly `word` (zero padded).
+fn sector_two_is(img: &Path, word: &str) -> bool {
+    let after = std::fs::read(img).unwrap();
+    let mut want = vec![0u8; 512];
+    want[..word.len()].copy_from_slice(word.as_bytes());
+    after[1024..1536] == want[..] && &after[512..544] == SECTOR_ONE
+}
+
+/// The guest negotiated features with the device and started its queue.
+fn driven(calls: &Calls) -> bool {
+    let c = calls.lock().unwrap();
+    matches!(c.as_slice(), [Call::AckFeatures(f), Call::Activate(1)] if f & features::VERSION_1 != 0)
 }
 
 #[test]
-fn guest_finds_and_reaches_virtio_mmio_devices() {
-    if !kvm_usable("guest_finds_and_reaches_virtio_mmio_devices") {
+fn guest_finds_and_drives_the_first_device() {
+    if !kvm_usable("guest_finds_and_drives_the_first_device") {
         return;
     }
-    for kernel in ["tiny.elf", "tiny-pvh.elf"] {
-        let devices = vec![slot(0), slot(1)];
-        let mut bus = Bus::new();
-        let first = Arc::new(Mutex::new(FakeVirtio::default()));
-        let second = Arc::new(Mutex::new(FakeVirtio::default()));
-        bus.insert(devices[0].base, devices[0].size, first.clone())
-            .unwrap();
-        bus.insert(devices[1].base, devices[1].size, second.clone())
-            .unwrap();
-        let exit = zvisor_vmm::runner::run::<X86Platform>(
-            &config(kernel, devices),
-            bus,
-            Vec::new(),
-            |_| {},
-        )
-        .unwrap();
+    for (kernel, word) in [
+        ("tiny.elf", "ARCH-ELF64"),
+        ("tiny-pvh.elf", "ARCH-PVH"),
+        ("tiny.bzImage", "ARCH-BZIMAGE"),
+    ] {
+        let img = image(&format!("arch-{kernel}.img"));
+        let (blk, blk_calls) = recorded(block(&img));
+        let (rng, rng_calls) = recorded(Rng::new());
+        assert_eq!(blk.device_type(), types::BLOCK);
+        let exit = run(&config(kernel, word), vec![blk, rng]);
         assert_eq!(exit, GuestExit::PowerOff, "{kernel}");
-        // The guest found the first device through the DSDT, read its magic
-        // and wrote it back at 0x70; the second device was left alone.
-        assert_eq!(
-            first.lock().unwrap().writes,
-            vec![(0x70, MAGIC.to_le_bytes().to_vec())],
-            "{kernel}"
-        );
-        assert!(second.lock().unwrap().writes.is_empty());
+        // The guest found the disk as the first LNRO0005 device in the DSDT,
+        // negotiated VERSION_1, started its queue, and its write request
+        // (notified through the queue's ioeventfd) reached the image.
+        assert!(driven(&blk_calls), "{kernel}: {:?}", blk_calls.lock());
+        assert!(sector_two_is(&img, word), "{kernel}: sector 2");
+        // The second device (slot 1) was described but left alone.
+        assert!(rng_calls.lock().unwrap().is_empty(), "{kernel}");
     }
 }
 
+/// The DSDT lists the devices in the order they were given: with the rng
+/// first, the guest's block driver finds the rng and gives up.
 #[test]
-fn bad_device_lists_are_refused() {
-    if !kvm_usable("bad_device_lists_are_refused") {
+fn dsdt_order_is_the_device_list_order() {
+    if !kvm_usable("dsdt_order_is_the_device_list_order") {
         return;
     }
-    let mut d = slot(0);
-    d.irq = 4; // the serial port's
+    let img = image("arch-order.img");
+    let (rng, rng_calls) = recorded(Rng::new());
+    let (blk, blk_calls) = recorded(block(&img));
+    let exit = run(&config("tiny.elf", "MUST-NOT-LAND"), vec![rng, blk]);
+    assert_eq!(exit, GuestExit::PowerOff);
+    assert!(blk_calls.lock().unwrap().is_empty());
+    assert!(rng_calls.lock().unwrap().is_empty());
+    assert!(sector_two_is(&img, "OLDOLDOL"), "the disk was not written");
+}
+
+/// All slots in use (the last one on the last IOAPIC pin) still boot, and
+/// one device more is refused with a clear error before anything runs.
+#[test]
+fn device_count_limit() {
+    if !kvm_usable("device_count_limit") {
+        return;
+    }
+    let max = layout::MAX_VIRTIO_DEVICES as usize;
+    let img = image("arch-max.img");
+    let (blk, blk_calls) = recorded(block(&img));
+    let mut devices = vec![blk];
+    let mut others = Vec::new();
+    for _ in 1..max {
+        let (rng, calls) = recorded(Rng::new());
+        devices.push(rng);
+        others.push(calls);
+    }
+    assert_eq!(devices.len(), 19);
+    let exit = run(&config("tiny.elf", "ALL-SLOTS"), devices);
+    assert_eq!(exit, GuestExit::PowerOff);
+    assert!(driven(&blk_calls), "{:?}", blk_calls.lock());
+    assert!(sector_two_is(&img, "ALL-SLOTS"));
+    assert!(others.iter().all(|c| c.lock().unwrap().is_empty()));
+
+    let devices: Vec<Box<dyn VirtioDevice>> = (0..=max)
+        .map(|_| Box::new(Rng::new()) as Box<dyn VirtioDevice>)
+        .collect();
     let e = zvisor_vmm::runner::run::<X86Platform>(
-        &config("tiny.elf", vec![d]),
+        &config("tiny.elf", "x"),
         Bus::new(),
-        Vec::new(),
+        devices,
         |_| {},
     )
     .map(|_| ())
-    .unwrap_err();
-    assert!(e.to_string().contains("uses IRQ 4"), "{e}");
-    let (a, b) = (slot(0), slot(0));
-    let e = zvisor_vmm::runner::run::<X86Platform>(
-        &config("tiny.elf", vec![a, b]),
-        Bus::new(),
-        Vec::new(),
-        |_| {},
-    )
-    .map(|_| ())
-    .unwrap_err();
-    assert!(
-        e.to_string().contains("IRQ") || e.to_string().contains("overlaps"),
-        "{e}"
-    );
+    .unwrap_err()
+    .to_string();
+    assert_eq!(e, "20 virtio devices given; x86_64 has room for at most 19");
 }

@@ -9,6 +9,11 @@
 #    L2s with Debian's virtio drivers: ext4 on virtio-blk (host e2fsck after),
 #    a read-only disk, virtio-rng, hvc0, virtio-net TCP both ways (needs
 #    e2fsprogs and busybox-static on the host).
+#  - x86_64_rootdisk_multi: one more L1 (three virtio-pci disks) runs two
+#    L2s: one boots from an ext4 disk as root=/dev/vda (a module-loading
+#    initramfs switches root) with two more disks found by serial (one
+#    read-only); one has two NICs, each tap in its own L1 netns, TCP both
+#    ways through each (host e2fsck/debugfs after; same host tools).
 # Missing assets or QEMU fail this stage (ZVISOR_REQUIRE_RUNG2=1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

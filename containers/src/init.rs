@@ -177,7 +177,9 @@ fn after_start(ctx: &InitCtx, state: &str) -> Result<std::convert::Infallible> {
     if rc < 0 {
         return Err(nix::Error::last()).ctx(|| "writing the exec fifo");
     }
-    let _ = nix::unistd::close(fd);
+    // `fd` stays open (close-on-exec) through the startContainer hooks:
+    // `start` waits for it to close, so poststart runs only once the user
+    // process is executed (or the init has failed).
     let _ = nix::unistd::close(ctx.fifo);
     let spec = ctx.spec;
     if let Some(h) = spec.hooks() {

@@ -16,8 +16,10 @@ fn hooks_run_in_order_with_the_state() {
         .unwrap()
         .push(json!({"destination": "/hooks", "type": "bind", "source": logdir.path(), "options": ["rbind"]}));
     let host_hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo \"{name} $(cat)\" >> {}", log.display())]});
-    // startContainer runs inside the container (after pivot_root).
-    let inner = json!({"path": "/bin/sh", "args": ["sh", "-c", "echo \"startContainer $(cat)\" >> /hooks/log"]});
+    // startContainer runs inside the container (after pivot_root). It is
+    // slow on purpose: poststart must still wait until the user process is
+    // executed, which comes after it.
+    let inner = json!({"path": "/bin/sh", "args": ["sh", "-c", "s=$(cat); sleep 0.3; echo \"startContainer $s\" >> /hooks/log"]});
     b.config["hooks"] = json!({
         "prestart": [host_hook("prestart")],
         "createRuntime": [host_hook("createRuntime")],

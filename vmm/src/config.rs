@@ -3,9 +3,6 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
-
-use vmm_sys_util::eventfd::EventFd;
 
 /// A memory size given on the command line: `512M`, `1G`, `1048576`, `64KiB`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,22 +81,6 @@ pub enum ConsoleMode {
     Off,
 }
 
-/// A device on the MMIO bus that the guest must be told about (virtio-mmio):
-/// the backend describes it to the guest (ACPI on x86_64, the FDT on
-/// aarch64) and wires `irq_fd` to its interrupt line. Where a device may go
-/// comes from [`crate::Platform::mmio_slot`].
-#[derive(Debug, Clone)]
-pub struct MmioDeviceInfo {
-    /// Guest-physical base of its register window.
-    pub base: u64,
-    /// Size of the window.
-    pub size: u64,
-    /// The interrupt it raises (a GSI on x86_64).
-    pub irq: u32,
-    /// Written by the device model to raise `irq` (a KVM irqfd).
-    pub irq_fd: Option<Arc<EventFd>>,
-}
-
 /// Everything needed to build and boot one VM.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -117,8 +98,6 @@ pub struct VmConfig {
     pub kvm_path: PathBuf,
     /// Console wiring.
     pub console: ConsoleMode,
-    /// Devices the core placed on the MMIO bus, for the guest to discover.
-    pub mmio_devices: Vec<MmioDeviceInfo>,
 }
 
 impl VmConfig {
@@ -133,7 +112,6 @@ impl VmConfig {
             memory: MemorySize(128 << 20),
             kvm_path: PathBuf::from("/dev/kvm"),
             console: ConsoleMode::Native,
-            mmio_devices: Vec::new(),
         }
     }
 }

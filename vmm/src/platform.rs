@@ -45,8 +45,7 @@ pub trait Platform: Sized + Send + 'static {
 
     /// Opens the hypervisor, validates `config` against its limits, maps guest
     /// memory, loads the kernel and initrd, sets up arch devices and returns
-    /// the VM with its vCPUs ready to enter the guest. Devices that the core
-    /// places on the MMIO bus are already in `mmio`.
+    /// the VM with its vCPUs ready to enter the guest.
     ///
     /// `devices` are transport-neutral virtio device models: the backend wraps
     /// each in its own transport (virtio-mmio on x86_64 and aarch64, with an
@@ -59,14 +58,6 @@ pub trait Platform: Sized + Send + 'static {
         mmio: &mut Bus,
         devices: Vec<Box<dyn VirtioDevice>>,
     ) -> Result<(Self, Vec<Self::Vcpu>), Self::Error>;
-
-    /// Where the core should place MMIO device number `index` (virtio-mmio)
-    /// so that this backend can describe it to the guest: `(base, size,
-    /// irq)`, or `None` when there are no more slots (or no MMIO devices on
-    /// this arch).
-    fn mmio_slot(_index: u32) -> Option<(u64, u64, u32)> {
-        None
-    }
 
     /// Called once from the core's main thread after all vCPUs stopped.
     fn teardown(self) {}

@@ -52,6 +52,14 @@ pub struct RunArgs {
     /// Guest console: serial (default; ttyS0) or virtio (hvc0 on stdin/stdout).
     #[arg(long, value_name = "serial|virtio")]
     console: Option<String>,
+    /// Host<->guest byte channel on virtio-console: socket=PATH (zvisor
+    /// listens there, one client at a time) or file=PATH (guest output
+    /// only), optionally name=NAME. Unnamed: hvcN in the guest (after hvc0
+    /// with --console virtio; output is dropped while no client is
+    /// connected). Named: a port of one multiport device, found in the guest
+    /// under /sys/class/virtio-ports/*/name. Repeatable.
+    #[arg(long, value_name = "OPTIONS")]
+    channel: Vec<String>,
     /// virtio-rng entropy device (/dev/hwrng in the guest).
     #[arg(long)]
     rng: bool,
@@ -106,9 +114,10 @@ fn block_stop_signals() -> Result<()> {
 type StopSlot = Arc<Mutex<Option<StopSender>>>;
 
 /// Waits for stop signals on its own thread. While the VM is being built
-/// (nothing to clean up yet, the terminal is not raw) a signal ends the
-/// process at once; once the VM runs it stops the VM through `slot`.
-fn spawn_signal_waiter(slot: StopSlot) {
+/// (the terminal is not raw yet) a signal ends the process at once, after
+/// removing the listening `sockets`; once the VM runs it stops the VM
+/// through `slot` (and the sockets go with the normal way out).
+fn spawn_signal_waiter(slot: StopSlot, sockets: Vec<PathBuf>) {
     let r = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -122,6 +131,9 @@ fn spawn_signal_waiter(slot: StopSlot) {
                 match &*slot.lock().unwrap_or_else(|p| p.into_inner()) {
                     Some(stop) => stop.stop(GuestExit::Signalled(sig)),
                     None => {
+                        for p in &sockets {
+                            let _ = std::fs::remove_file(p);
+                        }
                         eprintln!("zvisor: {}", GuestExit::Signalled(sig));
                         std::process::exit(code::SIGNAL_BASE + sig);
                     }
@@ -179,20 +191,22 @@ fn run(args: RunArgs) -> Result<GuestExit> {
     cfg.cpus = args.cpus;
     cfg.memory = memory;
     cfg.kvm_path = args.kvm;
+    // Blocked before any socket exists, so a signal cannot leave one behind.
+    block_stop_signals()?;
     let devices = crate::devices::open(&crate::devices::DeviceArgs {
         disks: args.disk,
         nets: args.net,
         vsock: args.vsock,
         console: args.console,
+        channels: args.channel,
         rng: args.rng,
     })?;
     if devices.virtio_console {
         cfg.console = ConsoleMode::Off;
     }
-    let _socket = devices.socket;
-    block_stop_signals()?;
+    let sockets = devices.socket;
     let slot = StopSlot::default();
-    spawn_signal_waiter(slot.clone());
+    spawn_signal_waiter(slot.clone(), sockets.paths());
     let mut terminal = None;
     let exit = zvisor_vmm::runner::run::<HostPlatform>(&cfg, Bus::new(), devices.devices, |stop| {
         *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);

@@ -1,7 +1,5 @@
 //! The s390x backend.
 //!
-//! Pure-logic modules live here and are tested on every host; the KVM glue
-//! in [`kvm`] is compiled only for s390x.
-
-#[cfg(target_arch = "s390x")]
-pub mod kvm;
+//! Pure-logic modules will live here and be tested on every host. There is
+//! no KVM glue yet: on an s390x host `HostPlatform` is
+//! [`crate::unsupported::Unsupported`].

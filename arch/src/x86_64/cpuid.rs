@@ -1,5 +1,6 @@
-//! CPUID filtering: start from what KVM supports, then give each vCPU its
-//! topology and APIC id and hide what the guest must not use.
+//! CPUID filtering: start from what KVM supports, describe the guest's
+//! topology and hide what the guest must not use, once per VM ([`base`]);
+//! then give each vCPU its APIC id ([`patch_vcpu`]).
 
 /// One CPUID leaf/subleaf, the way `kvm_cpuid_entry2` holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,16 +40,18 @@ fn bits_for(n: u32) -> u32 {
     }
 }
 
-/// Filters KVM's supported CPUID for vCPU `cpu` of `cpus` (one socket,
-/// `cpus` cores, one thread each; APIC id == vCPU index).
-pub fn filter(supported: &[CpuidEntry], cpu: u32, cpus: u32) -> Vec<CpuidEntry> {
+/// The CPUID table every vCPU of a `cpus`-vCPU guest shares (one socket,
+/// `cpus` cores, one thread each), filtered once from KVM's supported
+/// CPUID. The per-vCPU fields (the APIC ids) are left for [`patch_vcpu`].
+pub fn base(supported: &[CpuidEntry], cpus: u32) -> Vec<CpuidEntry> {
     let mut out = Vec::with_capacity(supported.len());
     let core_bits = bits_for(cpus);
     for e in supported {
         let mut e = *e;
         match e.function {
             1 => {
-                e.ebx = (e.ebx & 0x0000_ffff) | (cpu << 24) | ((cpus.min(255)) << 16);
+                // EBX[31:24] (the initial APIC id) is per vCPU.
+                e.ebx = (e.ebx & 0x0000_ffff) | ((cpus.min(255)) << 16);
                 e.ecx |= L1_ECX_HYPERVISOR;
                 e.ecx &= !L1_ECX_PDCM;
                 if cpus > 1 {
@@ -73,8 +76,9 @@ pub fn filter(supported: &[CpuidEntry], cpu: u32, cpus: u32) -> Vec<CpuidEntry> 
             }
             7 if e.index == 0 => e.edx &= !L7_EDX_ARCH_CAPABILITIES,
             0xb => {
+                // EDX (the x2APIC id) is per vCPU.
                 e.flags |= SIGNIFICANT_INDEX;
-                e.edx = cpu;
+                e.edx = 0;
                 match e.index {
                     0 => {
                         e.eax = 0;
@@ -101,6 +105,19 @@ pub fn filter(supported: &[CpuidEntry], cpu: u32, cpus: u32) -> Vec<CpuidEntry> 
         out.push(e);
     }
     out
+}
+
+/// Writes vCPU `cpu`'s APIC id (== its index) into a table made by
+/// [`base`]: leaf 1 EBX[31:24] and every leaf 0xb subleaf's EDX. Nothing
+/// else differs between vCPUs.
+pub fn patch_vcpu(table: &mut [CpuidEntry], cpu: u32) {
+    for e in table {
+        match e.function {
+            1 => e.ebx = (e.ebx & 0x00ff_ffff) | ((cpu & 0xff) << 24),
+            0xb => e.edx = cpu,
+            _ => {}
+        }
+    }
 }
 
 /// The XCR0 value to start vCPUs with: every state component KVM supports
@@ -163,6 +180,12 @@ mod tests {
         v
     }
 
+    fn filter(supported: &[CpuidEntry], cpu: u32, cpus: u32) -> Vec<CpuidEntry> {
+        let mut t = base(supported, cpus);
+        patch_vcpu(&mut t, cpu);
+        t
+    }
+
     #[test]
     fn per_cpu_topology() {
         let f = filter(&sample(), 2, 4);
@@ -208,6 +231,35 @@ mod tests {
         assert_eq!(initial_xcr0(&v), Some((1 << 32) | 0x207));
         v.last_mut().unwrap().eax = 0x1; // no SSE: leave XCR0 alone
         assert_eq!(initial_xcr0(&v), None);
+    }
+
+    #[test]
+    fn only_apic_ids_differ_between_vcpus() {
+        let b = base(&sample(), 4);
+        // The shared table carries no APIC id.
+        let l1 = b.iter().find(|e| e.function == 1).unwrap();
+        assert_eq!(l1.ebx >> 24, 0);
+        assert!(b.iter().filter(|e| e.function == 0xb).all(|e| e.edx == 0));
+        let (v1, v3) = (filter(&sample(), 1, 4), filter(&sample(), 3, 4));
+        assert_eq!(v1.len(), b.len());
+        for ((x, y), z) in v1.iter().zip(&v3).zip(&b) {
+            match x.function {
+                1 => {
+                    assert_eq!((x.ebx >> 24, y.ebx >> 24), (1, 3));
+                    assert_eq!(x.ebx & 0xff_ffff, z.ebx & 0xff_ffff);
+                    assert_eq!((x.eax, x.ecx, x.edx), (z.eax, z.ecx, z.edx));
+                }
+                0xb => {
+                    assert_eq!((x.edx, y.edx), (1, 3));
+                    assert_eq!((x.eax, x.ebx, x.ecx), (z.eax, z.ebx, z.ecx));
+                }
+                _ => assert!(x == z && y == z, "{x:?} {y:?} {z:?}"),
+            }
+        }
+        // Patching again (a reused table) leaves no trace of the old id.
+        let mut t = v3.clone();
+        patch_vcpu(&mut t, 1);
+        assert_eq!(t, v1);
     }
 
     #[test]

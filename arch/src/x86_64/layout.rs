@@ -53,6 +53,11 @@ pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 pub const VIRTIO_IRQ_BASE: u32 = 5;
 /// Last usable IOAPIC pin.
 pub const IRQ_MAX: u32 = 23;
+/// Most virtio-mmio devices: one GSI each, [`VIRTIO_IRQ_BASE`]..=[`IRQ_MAX`].
+pub const MAX_VIRTIO_DEVICES: u32 = IRQ_MAX - VIRTIO_IRQ_BASE + 1;
+/// Most vCPUs an x86_64 guest can be given: one xAPIC id (8 bits, 0xff is
+/// the broadcast id) per vCPU in the MADT, vCPU `i` having id `i`.
+pub const MAX_VCPUS: u32 = 254;
 /// The KVM TSS area (three pages just below the IOAPIC/BIOS area).
 pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
 /// IOAPIC MMIO base.
@@ -190,12 +195,11 @@ impl fmt::Display for E820Entry {
 
 /// The virtio-mmio window and GSI of device slot `i`, or `None` past the last IRQ.
 pub fn virtio_mmio_slot(i: u32) -> Option<(u64, u64, u32)> {
-    let irq = VIRTIO_IRQ_BASE.checked_add(i)?;
-    (irq <= IRQ_MAX).then(|| {
+    (i < MAX_VIRTIO_DEVICES).then(|| {
         (
             VIRTIO_MMIO_BASE + u64::from(i) * VIRTIO_MMIO_SIZE,
             VIRTIO_MMIO_SIZE,
-            irq,
+            VIRTIO_IRQ_BASE + i,
         )
     })
 }
@@ -255,5 +259,11 @@ mod tests {
             Some((VIRTIO_MMIO_BASE + 18 * 0x1000, 0x1000, 23))
         );
         assert_eq!(virtio_mmio_slot(19), None);
+        assert_eq!(virtio_mmio_slot(u32::MAX), None);
+        assert_eq!(MAX_VIRTIO_DEVICES, 19);
+        // Every slot has its own window and line, all inside the MMIO gap.
+        let (base, size, irq) = virtio_mmio_slot(MAX_VIRTIO_DEVICES - 1).unwrap();
+        assert_eq!(irq, IRQ_MAX);
+        assert!(base + size <= u64::from(IOAPIC_ADDR));
     }
 }

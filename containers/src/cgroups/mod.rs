@@ -8,6 +8,7 @@
 //! (no root needed). Translating OCI resources into file writes is a pure
 //! function ([`resources::plan`]), which keeps this layer small.
 
+pub mod bpf;
 pub mod resources;
 
 use std::fs;
@@ -20,6 +21,10 @@ use oci_spec::runtime::LinuxResources;
 
 use crate::error::{p, Context, Error, Result};
 pub use resources::{plan, FileWrite};
+
+/// Environment variable naming a cgroup2 mount point to manage as pure
+/// cgroup v2 (see [`Layout::detect`]).
+pub const V2_ROOT_ENV: &str = "ZVISOR_CGROUP2_ROOT";
 
 /// Which cgroup hierarchies the host has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +45,36 @@ pub enum Layout {
 
 impl Layout {
     /// Detects the layout of the calling process's mount namespace.
+    ///
+    /// With [`V2_ROOT_ENV`] set to a cgroup2 mount point, that mount is
+    /// used as a pure v2 hierarchy even on a hybrid host (the tests use
+    /// this to run the v2 path, eBPF device filter included, on this
+    /// hybrid host; nothing else should need it).
     pub fn detect() -> Result<Layout> {
         let mi = fs::read_to_string("/proc/self/mountinfo").ctx(|| "reading mountinfo")?;
-        Self::from_mountinfo(&mi)
+        let l = Self::from_mountinfo(&mi)?;
+        match std::env::var_os(V2_ROOT_ENV) {
+            Some(root) if !root.is_empty() => l.forced_v2(Path::new(&root)),
+            _ => Ok(l),
+        }
+    }
+
+    /// This layout's cgroup2 mount `root` as a pure v2 layout.
+    pub fn forced_v2(self, root: &Path) -> Result<Layout> {
+        let v2 = match &self {
+            Layout::V2 { root } => Some(root),
+            Layout::V1 { unified, .. } => unified.as_ref(),
+        };
+        if v2.map(|r| r.as_path()) != Some(root) {
+            return Err(Error::Config(format!(
+                "{V2_ROOT_ENV}={} is not this host's cgroup2 mount point ({})",
+                p(root),
+                v2.map_or("none".into(), |r| p(r))
+            )));
+        }
+        Ok(Layout::V2 {
+            root: root.to_path_buf(),
+        })
     }
 
     /// Parses /proc/self/mountinfo text.
@@ -273,9 +305,23 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Applies resources (create or update).
+    /// Applies resources (create or update). On v2, non-empty device rules
+    /// replace the cgroup's eBPF device program (see [`bpf`]); without
+    /// device rules the program stays as it is.
     pub fn apply(&self, res: &LinuxResources) -> Result<()> {
         let writes = plan(res, self.layout.is_v2())?;
+        if let Layout::V2 { root } = &self.layout {
+            let rules = res
+                .devices()
+                .iter()
+                .flatten()
+                .map(bpf::DevRule::from_oci)
+                .collect::<Result<Vec<_>>>()?;
+            if !rules.is_empty() {
+                let ids = bpf::install(&root.join(&self.rel), &rules)?;
+                tracing::debug!("device cgroup eBPF program(s) {ids:?} attached");
+            }
+        }
         resources::apply(self, &writes)
     }
 
@@ -373,9 +419,19 @@ impl Cgroup {
         }
     }
 
-    /// Kills what is left and removes every directory.
+    /// Kills what is left, detaches the v2 device programs and removes
+    /// every directory.
     pub fn destroy(&self) -> Result<()> {
         self.kill_all()?;
+        if let Layout::V2 { root } = &self.layout {
+            let d = root.join(&self.rel);
+            if d.exists() {
+                if let Err(e) = bpf::remove_all(&d) {
+                    // rmdir below releases them too, only later.
+                    tracing::warn!("{e}");
+                }
+            }
+        }
         for d in self.dirs() {
             let deadline = Instant::now() + Duration::from_secs(5);
             loop {

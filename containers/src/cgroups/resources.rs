@@ -206,10 +206,8 @@ fn plan_v1(r: &LinuxResources) -> Result<Vec<FileWrite>> {
 }
 
 fn plan_v2(r: &LinuxResources) -> Result<Vec<FileWrite>> {
+    // Device rules become an eBPF program, not file writes (Cgroup::apply).
     let mut out = Vec::new();
-    if r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        tracing::warn!("device cgroup rules are not enforced on cgroup v2 yet (needs eBPF)");
-    }
     let max = |v: i64| {
         if v < 0 {
             "max".to_string()

@@ -169,3 +169,53 @@ fn writes_land_in_a_fake_hierarchy() {
         "{e}"
     );
 }
+
+#[test]
+fn unified_mount_can_be_managed_as_pure_v2() {
+    let l = Layout::from_mountinfo(HYBRID).unwrap();
+    assert!(!l.is_v2());
+    let v2 = l
+        .clone()
+        .forced_v2(Path::new("/sys/fs/cgroup/unified/"))
+        .unwrap();
+    assert_eq!(
+        v2,
+        Layout::V2 {
+            root: "/sys/fs/cgroup/unified/".into()
+        }
+    );
+    let cg = Cgroup::new(v2, "zvisor-runc/c".into());
+    assert_eq!(
+        cg.dirs(),
+        vec![PathBuf::from("/sys/fs/cgroup/unified/zvisor-runc/c")]
+    );
+    let e = l.forced_v2(Path::new("/sys/fs/cgroup/memory")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("is not this host's cgroup2 mount point"),
+        "{e}"
+    );
+    let no_v2 =
+        Layout::from_mountinfo("29 25 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n")
+            .unwrap();
+    assert!(no_v2.forced_v2(Path::new("/sys/fs/cgroup")).is_err());
+}
+
+#[test]
+fn v2_device_rules_are_no_file_writes_but_are_validated() {
+    let r = res(
+        r#"{"devices":[{"allow":false,"access":"rwm"},{"allow":true,"type":"c","major":1,"minor":3,"access":"rw"}]}"#,
+    );
+    assert!(plan(&r, true).unwrap().is_empty());
+    // Cgroup::apply validates them before touching anything.
+    let t = tempfile::tempdir().unwrap();
+    let cg = Cgroup::new(
+        Layout::V2 {
+            root: t.path().into(),
+        },
+        "c".into(),
+    );
+    let bad = res(r#"{"devices":[{"allow":true,"type":"c","access":"rwx"}]}"#);
+    let e = cg.apply(&bad).unwrap_err();
+    assert!(e.to_string().contains("must be made of r, w, m"), "{e}");
+}

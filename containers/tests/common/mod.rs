@@ -80,6 +80,8 @@ pub struct Bundle {
     pub dir: tempfile::TempDir,
     pub state_root: tempfile::TempDir,
     pub config: Value,
+    /// Extra environment of every runtime command.
+    pub env: Vec<(String, String)>,
 }
 
 /// Builds a busybox-static rootfs (symlinks to one binary) under `root`.
@@ -148,6 +150,7 @@ impl Bundle {
             dir,
             state_root: tempfile::tempdir().unwrap(),
             config: base_config(args),
+            env: Vec::new(),
         }
     }
 
@@ -165,6 +168,7 @@ impl Bundle {
         let mut c = Command::new(runc_bin());
         c.arg("--root").arg(self.state_root.path()).args(args);
         c.current_dir(self.dir.path());
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

@@ -243,6 +243,61 @@ pub fn parse_console(s: &str) -> Result<ConsoleKind, OptionError> {
     }
 }
 
+/// The host end of a `--channel`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelHost {
+    /// A Unix stream socket zvisor creates and listens on.
+    Socket(PathBuf),
+    /// A file that receives the guest's output (created or truncated).
+    File(PathBuf),
+}
+
+/// A parsed `--channel`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelOptions {
+    /// Where the bytes go on the host.
+    pub host: ChannelHost,
+    /// A port name: the channel is then a named port of the multiport
+    /// console (`/sys/class/virtio-ports/vportNpM/name`), not an `hvc`.
+    pub name: Option<String>,
+}
+
+/// Parses `--channel socket=PATH[,name=NAME]` or `--channel file=PATH[,name=NAME]`.
+pub fn parse_channel(s: &str) -> Result<ChannelOptions, OptionError> {
+    const OPT: &str = "channel";
+    let mut host = None;
+    let mut name = None;
+    for (k, v) in pairs(OPT, s, &["socket", "file", "name"])? {
+        if k == "name" {
+            if !super::console::valid_name(v) {
+                return Err(err(
+                    OPT,
+                    format!("name '{v}' must be 1 to 127 letters, digits, '.', '_' or '-'"),
+                ));
+            }
+            name = Some(v.to_string());
+            continue;
+        }
+        if host.is_some() {
+            return Err(err(OPT, "give either socket= or file=, not both"));
+        }
+        host = Some(if k == "socket" {
+            // sun_path holds 108 bytes including the terminating NUL.
+            if v.len() > 107 {
+                return Err(err(
+                    OPT,
+                    format!("socket path '{v}' is too long (at most 107 bytes)"),
+                ));
+            }
+            ChannelHost::Socket(PathBuf::from(v))
+        } else {
+            ChannelHost::File(PathBuf::from(v))
+        });
+    }
+    let host = host.ok_or_else(|| err(OPT, "missing socket=PATH (or file=PATH)"))?;
+    Ok(ChannelOptions { host, name })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +369,36 @@ mod tests {
             parse_console("hvc").unwrap_err().to_string(),
             "--console: expected serial or virtio, not 'hvc'"
         );
+    }
+
+    #[test]
+    fn channel() {
+        assert_eq!(
+            parse_channel("socket=/run/c.sock").unwrap().host,
+            ChannelHost::Socket("/run/c.sock".into())
+        );
+        assert_eq!(
+            parse_channel("file=/var/log/g.log").unwrap().host,
+            ChannelHost::File("/var/log/g.log".into())
+        );
+        let e = |s: &str| parse_channel(s).unwrap_err().to_string();
+        assert_eq!(
+            e("socket=/a,file=/b"),
+            "--channel: give either socket= or file=, not both"
+        );
+        assert_eq!(e("socket=/a,socket=/b"), "--channel: 'socket' given twice");
+        assert_eq!(
+            e("path=/a"),
+            "--channel: unknown key 'path' (expected one of: socket, file, name)"
+        );
+        assert_eq!(e("socket="), "--channel: 'socket' has an empty value");
+        assert_eq!(e(""), "--channel: empty value");
+        assert!(e(&format!("socket=/{}", "a".repeat(107))).contains("too long"));
+        assert!(parse_channel(&format!("socket=/{}", "a".repeat(106))).is_ok());
+        let c = parse_channel("socket=/s,name=org.zvisor.agent.0").unwrap();
+        assert_eq!(c.name.as_deref(), Some("org.zvisor.agent.0"));
+        assert_eq!(c.host, ChannelHost::Socket("/s".into()));
+        assert!(e("socket=/s,name=a/b").contains("name 'a/b' must be"));
+        assert_eq!(e("name=x"), "--channel: missing socket=PATH (or file=PATH)");
     }
 }

@@ -33,7 +33,7 @@ pub enum AcpiError {
     #[error("ACPI tables need {0} bytes, more than the {1} bytes reserved for them")]
     TooBig(usize, usize),
     /// More CPUs than xAPIC ids.
-    #[error("at most 254 vCPUs can be described in the MADT, not {0}")]
+    #[error("at most {max} vCPUs can be described in the MADT, not {0}", max = layout::MAX_VCPUS)]
     TooManyCpus(u32),
     /// A virtio device outside the 32-bit MMIO gap.
     #[error("virtio-mmio device at {0:#x} is outside the 32-bit MMIO gap")]
@@ -213,7 +213,7 @@ fn align16(x: u64) -> u64 {
 /// Builds all tables, laid out from [`layout::ACPI_ADDR`]. Returns the
 /// `(guest address, bytes)` blocks to write; the RSDP is at `ACPI_ADDR`.
 pub fn build(cfg: &AcpiConfig) -> Result<Vec<(u64, Vec<u8>)>, AcpiError> {
-    if cfg.cpus == 0 || cfg.cpus > 254 {
+    if cfg.cpus == 0 || cfg.cpus > layout::MAX_VCPUS {
         return Err(AcpiError::TooManyCpus(cfg.cpus));
     }
     for (i, d) in cfg.virtio.iter().enumerate() {
@@ -327,6 +327,8 @@ mod tests {
             virtio: vec![],
         };
         assert_eq!(build(&cfg).unwrap_err(), AcpiError::TooManyCpus(255));
+        let msg = AcpiError::TooManyCpus(255).to_string();
+        assert!(msg.contains("at most 254 vCPUs"), "{msg}");
         let cfg = AcpiConfig {
             cpus: 1,
             virtio: vec![VirtioMmioDevice {
@@ -362,7 +364,7 @@ mod tests {
         assert_eq!(build(&cfg).unwrap_err(), AcpiError::BadIrq(base, 4));
         let cfg = AcpiConfig {
             cpus: 1,
-            virtio: (0..19)
+            virtio: (0..layout::MAX_VIRTIO_DEVICES)
                 .filter_map(layout::virtio_mmio_slot)
                 .map(|(b, _, i)| dev(b, i))
                 .collect(),
@@ -370,5 +372,22 @@ mod tests {
         let t = build(&cfg).unwrap();
         let dsdt = &t[1].1;
         assert_eq!(dsdt.windows(8).filter(|w| w == b"LNRO0005").count(), 19);
+    }
+
+    #[test]
+    fn largest_config_fits() {
+        let cfg = AcpiConfig {
+            cpus: layout::MAX_VCPUS,
+            virtio: (0..layout::MAX_VIRTIO_DEVICES)
+                .filter_map(layout::virtio_mmio_slot)
+                .map(|(base, size, irq)| VirtioMmioDevice { base, size, irq })
+                .collect(),
+        };
+        let t = build(&cfg).unwrap();
+        let end = t.iter().map(|(a, v)| a + v.len() as u64).max().unwrap();
+        assert!(end <= layout::ACPI_END);
+        let madt = &t.iter().find(|(_, v)| &v[..4] == b"APIC").unwrap().1;
+        // 44-byte header, 8 bytes per LAPIC, then the IOAPIC and one override.
+        assert_eq!(madt.len(), 44 + 8 * 254 + 12 + 10);
     }
 }

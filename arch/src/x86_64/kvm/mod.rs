@@ -25,6 +25,7 @@ use zvisor_vmm::{MemorySize, Platform, VmConfig};
 use super::devices::{AcpiPm, ExitLatch, PvPanic, I8042};
 use super::layout::{self, MemoryLayout};
 use super::{acpi, kernel};
+use vcpu::GuestCpuid;
 pub use vcpu::X86Vcpu;
 
 /// Errors of the x86_64 backend.
@@ -43,7 +44,7 @@ pub enum Error {
     #[error("--cpus {0} exceeds this host's KVM limit of {1} vCPUs (KVM_CAP_MAX_VCPUS)")]
     TooManyCpus(u32, usize),
     /// More vCPUs than the MADT can hold.
-    #[error("--cpus {0} is more than the 254 vCPUs zvisor can describe to an x86_64 guest")]
+    #[error("--cpus {0} is more than the {max} vCPUs zvisor can describe to an x86_64 guest", max = layout::MAX_VCPUS)]
     TooManyApicIds(u32),
     /// The memory size cannot be laid out.
     #[error("--memory {0}: {1}")]
@@ -91,7 +92,7 @@ pub enum Error {
     #[error("device bus: {0}")]
     Bus(#[from] zvisor_vmm::bus::BusError),
     /// More virtio devices than free interrupt lines.
-    #[error("{0} virtio devices given; x86_64 has room for at most {max}", max = layout::IRQ_MAX - layout::VIRTIO_IRQ_BASE + 1)]
+    #[error("{0} virtio devices given; x86_64 has room for at most {max}", max = layout::MAX_VIRTIO_DEVICES)]
     TooManyDevices(usize),
 }
 
@@ -127,20 +128,14 @@ impl Platform for X86Platform {
     type Vcpu = X86Vcpu;
     type Error = Error;
 
-    fn mmio_slot(index: u32) -> Option<(u64, u64, u32)> {
-        layout::virtio_mmio_slot(index)
-    }
-
     fn build(
         config: &VmConfig,
         mmio: &mut Bus,
         devices: Vec<Box<dyn VirtioDevice>>,
     ) -> Result<(Self, Vec<X86Vcpu>), Error> {
         // Check the user's files first, then the host.
-        let max_devices = (layout::IRQ_MAX - layout::VIRTIO_IRQ_BASE + 1) as usize;
-        let total = config.mmio_devices.len() + devices.len();
-        if total > max_devices {
-            return Err(Error::TooManyDevices(total));
+        if devices.len() > layout::MAX_VIRTIO_DEVICES as usize {
+            return Err(Error::TooManyDevices(devices.len()));
         }
         let mem_layout =
             MemoryLayout::new(config.memory.0).map_err(|e| Error::Memory(config.memory, e))?;
@@ -172,7 +167,7 @@ impl Platform for X86Platform {
         if config.cpus as usize > max {
             return Err(Error::TooManyCpus(config.cpus, max));
         }
-        if config.cpus > 254 {
+        if config.cpus > layout::MAX_VCPUS {
             return Err(Error::TooManyApicIds(config.cpus));
         }
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
@@ -211,18 +206,7 @@ impl Platform for X86Platform {
                 .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
         }
 
-        // Slots the core already used (VmConfig::mmio_devices) come first.
-        let mut virtio: Vec<acpi::VirtioMmioDevice> = config
-            .mmio_devices
-            .iter()
-            .map(|d| acpi::VirtioMmioDevice {
-                base: d.base,
-                size: d.size,
-                irq: d.irq,
-            })
-            .collect();
-        let first = virtio.len();
-        virtio.extend(virtio::attach(&vm, &mem, mmio, first, devices)?);
+        let virtio = virtio::attach(&vm, &mem, mmio, devices)?;
         let entry = load::load(config, &mem, &mem_layout, &info, &mut kfile, initrd, virtio)?;
 
         // Devices on the port I/O bus.
@@ -249,24 +233,19 @@ impl Platform for X86Platform {
             AcpiPm::LEN,
             Arc::new(Mutex::new(AcpiPm::new(latch.clone()))),
         )?;
-        for d in &config.mmio_devices {
-            if let Some(fd) = &d.irq_fd {
-                vm.register_irqfd(fd, d.irq).map_err(kvm_err("KVM_IRQFD"))?;
-            }
-        }
 
         let pio = Arc::new(pio);
         let supported = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let guest_cpuid = GuestCpuid::new(&supported, config.cpus);
         let vm = Arc::new(vm);
         let mut vcpus = Vec::with_capacity(config.cpus as usize);
         for id in 0..config.cpus {
             vcpus.push(X86Vcpu::new(
                 &vm,
                 id,
-                config.cpus,
-                &supported,
+                &guest_cpuid,
                 (id == 0).then_some(&entry),
                 pio.clone(),
                 latch.clone(),

@@ -57,30 +57,15 @@ fn kvm_seg(s: Segment) -> kvm_segment {
     }
 }
 
-impl X86Vcpu {
-    pub(super) fn new(
-        vm: &VmFd,
-        id: u32,
-        cpus: u32,
-        supported: &CpuId,
-        entry: Option<&Entry>,
-        pio: Arc<Bus>,
-        latch: Arc<ExitLatch>,
-    ) -> Result<Self, Error> {
-        let fd = vm
-            .create_vcpu(u64::from(id))
-            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-        let v = X86Vcpu { fd, id, pio, latch };
-        v.set_cpuid(supported, cpus)?;
-        v.set_msrs();
-        v.set_lint()?;
-        if let Some(e) = entry {
-            v.set_boot_regs(*e)?;
-        }
-        Ok(v)
-    }
+/// The guest's CPUID, filtered once per VM from KVM's supported CPUID
+/// ([`cpuid::base`]), and the XCR0 every vCPU starts with.
+pub(super) struct GuestCpuid {
+    base: Vec<CpuidEntry>,
+    xcr0: Option<u64>,
+}
 
-    fn set_cpuid(&self, supported: &CpuId, cpus: u32) -> Result<(), Error> {
+impl GuestCpuid {
+    pub(super) fn new(supported: &CpuId, cpus: u32) -> Self {
         let entries: Vec<CpuidEntry> = supported
             .as_slice()
             .iter()
@@ -94,7 +79,17 @@ impl X86Vcpu {
                 edx: e.edx,
             })
             .collect();
-        let filtered: Vec<kvm_cpuid_entry2> = cpuid::filter(&entries, self.id, cpus)
+        GuestCpuid {
+            base: cpuid::base(&entries, cpus),
+            xcr0: cpuid::initial_xcr0(&entries),
+        }
+    }
+
+    /// vCPU `id`'s table in KVM's format: the base with its APIC ids.
+    fn for_vcpu(&self, id: u32) -> Result<CpuId, Error> {
+        let mut table = self.base.clone();
+        cpuid::patch_vcpu(&mut table, id);
+        let entries: Vec<kvm_cpuid_entry2> = table
             .iter()
             .map(|e| kvm_cpuid_entry2 {
                 function: e.function,
@@ -107,21 +102,47 @@ impl X86Vcpu {
                 ..Default::default()
             })
             .collect();
-        let out = CpuId::from_entries(&filtered)
-            .map_err(|_| Error::Kvm("KVM_SET_CPUID2", kvm_ioctls::Error::new(libc::E2BIG)))?;
+        CpuId::from_entries(&entries)
+            .map_err(|_| Error::Kvm("KVM_SET_CPUID2", kvm_ioctls::Error::new(libc::E2BIG)))
+    }
+}
+
+impl X86Vcpu {
+    pub(super) fn new(
+        vm: &VmFd,
+        id: u32,
+        guest_cpuid: &GuestCpuid,
+        entry: Option<&Entry>,
+        pio: Arc<Bus>,
+        latch: Arc<ExitLatch>,
+    ) -> Result<Self, Error> {
+        let fd = vm
+            .create_vcpu(u64::from(id))
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        let v = X86Vcpu { fd, id, pio, latch };
+        v.set_cpuid(guest_cpuid)?;
+        v.set_msrs();
+        v.set_lint()?;
+        if let Some(e) = entry {
+            v.set_boot_regs(*e)?;
+        }
+        Ok(v)
+    }
+
+    fn set_cpuid(&self, guest_cpuid: &GuestCpuid) -> Result<(), Error> {
+        let table = guest_cpuid.for_vcpu(self.id)?;
         self.fd
-            .set_cpuid2(&out)
+            .set_cpuid2(&table)
             .map_err(kvm_err("KVM_SET_CPUID2"))?;
         // After the CPUID: KVM checks XCR0 against the guest's CPUID.
-        self.set_xcr0(&entries);
+        if let Some(value) = guest_cpuid.xcr0 {
+            self.set_xcr0(value);
+        }
         Ok(())
     }
 
     /// XCR0: see [`cpuid::initial_xcr0`]. Not fatal when refused.
-    fn set_xcr0(&self, supported: &[CpuidEntry]) {
-        let Some(value) = cpuid::initial_xcr0(supported) else {
-            return;
-        };
+    fn set_xcr0(&self, value: u64) {
         let mut xcrs = kvm_xcrs {
             nr_xcrs: 1,
             ..Default::default()
@@ -318,5 +339,73 @@ impl PlatformVcpu for X86Vcpu {
             ))),
         };
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What KVM holds for each vCPU after `X86Vcpu::new`, read back with
+    /// KVM_GET_CPUID2 and KVM_GET_LAPIC on this host's /dev/kvm.
+    #[test]
+    fn each_vcpu_gets_the_base_table_with_its_own_apic_id() {
+        let kvm = match super::super::open_kvm(std::path::Path::new("/dev/kvm")) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("SKIP each_vcpu_gets_the_base_table_with_its_own_apic_id: {e}");
+                return;
+            }
+        };
+        let cpus = 3;
+        let vm = kvm.create_vm().unwrap();
+        vm.create_irq_chip().unwrap();
+        let supported = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .unwrap();
+        let guest = GuestCpuid::new(&supported, cpus);
+        let pio = Arc::new(Bus::new());
+        let latch = Arc::new(ExitLatch::default());
+        let read = |v: &X86Vcpu| -> Vec<CpuidEntry> {
+            v.fd.get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+                .unwrap()
+                .as_slice()
+                .iter()
+                .map(|e| CpuidEntry {
+                    function: e.function,
+                    index: e.index,
+                    flags: e.flags,
+                    eax: e.eax,
+                    ebx: e.ebx,
+                    ecx: e.ecx,
+                    edx: e.edx,
+                })
+                .collect()
+        };
+        let mut tables = Vec::new();
+        for id in 0..cpus {
+            let v = X86Vcpu::new(&vm, id, &guest, None, pio.clone(), latch.clone()).unwrap();
+            let t = read(&v);
+            let l1 = t.iter().find(|e| e.function == 1).expect("leaf 1");
+            assert_eq!(l1.ebx >> 24, id, "leaf 1 APIC id");
+            assert_eq!((l1.ebx >> 16) & 0xff, cpus, "leaf 1 logical count");
+            assert_ne!(l1.ecx & (1 << 31), 0, "hypervisor bit");
+            for e in t.iter().filter(|e| e.function == 0xb) {
+                assert_eq!(e.edx, id, "leaf 0xb subleaf {}", e.index);
+            }
+            assert!(t.iter().all(|e| e.function != 0x1f));
+            // KVM's own LAPIC id agrees with what CPUID tells the guest.
+            let lapic = v.fd.get_lapic().unwrap();
+            assert_eq!(lapic.regs[0x23] as u8, id as u8, "LAPIC id register");
+            tables.push(t);
+        }
+        // Apart from the APIC ids, every vCPU has the same table, with the
+        // base's entries (KVM adjusts some bits of what it was given, so the
+        // values are compared between vCPUs, not with the base).
+        for t in &mut tables {
+            cpuid::patch_vcpu(t, 0);
+            assert_eq!(t.len(), guest.base.len());
+        }
+        assert!(tables.windows(2).all(|w| w[0] == w[1]));
     }
 }

@@ -22,19 +22,18 @@ use crate::x86_64::acpi::VirtioMmioDevice;
 use crate::x86_64::layout;
 
 /// Wraps every device in a virtio-mmio transport, registers its notify
-/// ioeventfds and its irqfd with KVM, and puts it on `mmio`, using slots
-/// from `first` on. Returns what the DSDT must describe, in the same order.
+/// ioeventfds and its irqfd with KVM, and puts it on `mmio`: device `i` of
+/// the list takes slot `i` ([`layout::virtio_mmio_slot`]). Returns what the
+/// DSDT must describe, in the same order.
 pub(super) fn attach(
     vm: &VmFd,
     mem: &GuestMemory,
     mmio: &mut Bus,
-    first: usize,
     devices: Vec<Box<dyn VirtioDevice>>,
 ) -> Result<Vec<VirtioMmioDevice>, Error> {
     let mut out = Vec::with_capacity(devices.len());
-    let count = first + devices.len();
-    for (n, dev) in devices.into_iter().enumerate() {
-        let i = first + n;
+    let count = devices.len();
+    for (i, dev) in devices.into_iter().enumerate() {
         let (base, size, gsi) = u32::try_from(i)
             .ok()
             .and_then(layout::virtio_mmio_slot)
