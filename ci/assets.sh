@@ -22,6 +22,11 @@
 #   .zvisor-assets/<arch>/vmlinux         x86_64 only: ELF with PVH entry
 #   .zvisor-assets/<arch>/modules/        lib/modules/<KVER> of the package
 #   .zvisor-assets/<arch>/root/           the whole dpkg -x tree
+#   .zvisor-assets/busybox/<arch>/busybox the static busybox of Debian's
+#                                         busybox-static for <arch> (the
+#                                         userland of test guests and of the
+#                                         containers' rootfs inside them),
+#                                         with busybox.env and its manifest
 #
 # Environment: ZVISOR_ASSETS (default <repo>/.zvisor-assets),
 #   ZVISOR_KERNEL_META_<arch> metapackage to follow (default
@@ -117,6 +122,83 @@ apt_opts() {
         "-oAcquire::Languages=none"
 }
 
+# Creates the private apt state of an architecture and runs apt-get update
+# in it; with FORCE=0 only when it has no package lists yet.
+apt_prepare() {
+    local rarch=$1 darch=$2 force=$3 apt=$ASSETS/apt/$1
+    if [ "$force" = 0 ] && compgen -G "$apt/lists/*_Packages*" >/dev/null; then
+        return 0
+    fi
+    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/sources.list.d" "$apt/preferences.d"
+    : >"$apt/status"
+    : >"$apt/preferences"
+    cat >"$apt/sources.list" <<SRC
+deb [signed-by=$KEYRING] $MIRROR/debian bookworm main
+deb [signed-by=$KEYRING] $MIRROR/debian bookworm-updates main
+deb [signed-by=$KEYRING] $MIRROR/debian-security bookworm-security main
+SRC
+    log "$rarch: apt-get update (private state in $apt)"
+    # shellcheck disable=SC2086
+    apt-get $(apt_opts "$apt" "$darch") update >"$apt/update.log" 2>&1 \
+        || { cat "$apt/update.log" >&2; die "$rarch: apt-get update failed"; }
+}
+
+# Downloads one package of DARCH into DIR through the private apt state,
+# re-checks its SHA256 against the Packages entry and prints "NAME VERSION SHA".
+download_deb() {
+    local rarch=$1 darch=$2 pkg=$3 dir=$4 apt=$ASSETS/apt/$1
+    local o ver want deb sha
+    o=$(apt_opts "$apt" "$darch")
+    # shellcheck disable=SC2086
+    ver=$(apt-cache $o policy "$pkg" | awk '/Candidate:/ {print $2}')
+    [ -n "$ver" ] && [ "$ver" != "(none)" ] || die "$rarch: no candidate for $pkg"
+    # shellcheck disable=SC2086
+    want=$(apt-cache $o show "$pkg=$ver" | sed -n 's/^SHA256: //p' | head -n1)
+    [ -n "$want" ] || die "$rarch: no SHA256 for $pkg $ver in the Packages index"
+    log "$rarch: apt-get download $pkg=$ver"
+    # shellcheck disable=SC2086
+    (cd "$dir" && apt-get $o download "$pkg=$ver" >"$apt/download.log" 2>&1) \
+        || { cat "$apt/download.log" >&2; die "$rarch: download of $pkg failed"; }
+    deb=$(cd "$dir" && find . -maxdepth 1 -name "${pkg}_*.deb" -printf '%f\n' | head -n1)
+    [ -n "$deb" ] || die "$rarch: apt-get download left no ${pkg}_*.deb"
+    sha=$(sha256sum "$dir/$deb" | cut -d' ' -f1)
+    [ "$sha" = "$want" ] || die "$rarch: $deb sha256 $sha != Packages entry $want"
+    echo "$deb $ver $sha"
+}
+
+# Debian's busybox-static for one architecture, unpacked to
+# .zvisor-assets/busybox/<arch>/busybox (idempotent like the kernels).
+fetch_busybox() {
+    local rarch=$1 darch=$2
+    local dir=$ASSETS/busybox/$rarch
+    if [ "$REFRESH" = 0 ] && [ -f "$dir/MANIFEST.sha256" ]; then
+        if verify_arch "$dir"; then
+            # shellcheck disable=SC1091
+            . "$dir/busybox.env"
+            log "$rarch: busybox-static $VERSION verified"
+            return 0
+        fi
+        die "$rarch: $dir/MANIFEST.sha256 does not verify; delete $dir (or run with --refresh)"
+    fi
+    apt_prepare "$rarch" "$darch" "$REFRESH"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    local deb ver sha
+    read -r deb ver sha < <(download_deb "$rarch" "$darch" busybox-static "$dir")
+    [ -n "$sha" ] || die "$rarch: busybox-static download failed"
+    dpkg -x "$dir/$deb" "$dir/root"
+    [ -x "$dir/root/bin/busybox" ] || die "$rarch: busybox-static has no /bin/busybox"
+    cp "$dir/root/bin/busybox" "$dir/busybox"
+    rm -rf "$dir/root" "$dir/$deb"
+    cat >"$dir/busybox.env" <<ENV
+PKG=busybox-static
+VERSION=$ver
+DEB_SHA256=$sha
+ENV
+    (cd "$dir" && sha256sum busybox busybox.env >MANIFEST.sha256)
+    log "$rarch: busybox-static $ver ready in $dir"
+}
+
 verify_arch() {
     local dir=$1
     [ -f "$dir/MANIFEST.sha256" ] || return 1
@@ -136,20 +218,10 @@ fetch_arch() {
         die "$rarch: $dir/MANIFEST.sha256 does not verify; delete $dir (or run with --refresh)"
     fi
 
-    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/sources.list.d" "$apt/preferences.d"
-    : >"$apt/status"
-    : >"$apt/preferences"
-    cat >"$apt/sources.list" <<SRC
-deb [signed-by=$KEYRING] $MIRROR/debian bookworm main
-deb [signed-by=$KEYRING] $MIRROR/debian bookworm-updates main
-deb [signed-by=$KEYRING] $MIRROR/debian-security bookworm-security main
-SRC
+    apt_prepare "$rarch" "$darch" 1
     local o meta cand pkg ver sha want deb
     o=$(apt_opts "$apt" "$darch")
     meta=$(default_meta "$darch")
-    log "$rarch: apt-get update (private state in $apt)"
-    # shellcheck disable=SC2086
-    apt-get $o update >"$apt/update.log" 2>&1 || { cat "$apt/update.log" >&2; die "$rarch: apt-get update failed"; }
     # shellcheck disable=SC2086
     cand=$(apt-cache $o policy "$meta" | awk '/Candidate:/ {print $2}')
     [ -n "$cand" ] && [ "$cand" != "(none)" ] || die "$rarch: no candidate for $meta"
@@ -227,6 +299,8 @@ main() {
         names=$(arch_names "$a")
         # shellcheck disable=SC2086
         fetch_arch $names
+        # shellcheck disable=SC2086
+        fetch_busybox $names
     done
 }
 

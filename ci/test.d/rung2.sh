@@ -14,6 +14,15 @@
 #    initramfs switches root) with two more disks found by serial (one
 #    read-only); one has two NICs, each tap in its own L1 netns, TCP both
 #    ways through each (host e2fsck/debugfs after; same host tools).
+#  - s390x_containers / aarch64_containers: the OCI runtime's integration
+#    tests and zvisor-runc, built statically for s390x / aarch64, run inside
+#    Debian's s390x / arm64 kernel under qemu-system TCG (emulated z, no
+#    KVM), once with the hybrid cgroup layout and once with pure cgroup v2;
+#    busybox-static of each arch comes from ci/assets.sh.
+#  - x86_64_channel: --channel socket/file and a named port with Debian's
+#    virtio_console in L2 (64 KiB echo with sha256, reconnect).
+#  - aarch64_fdt: Debian's arm64 kernel under QEMU virt TCG boots from
+#    zvisor's FDT and finds virtio-blk/rng through our virtio_mmio nodes.
 # Missing assets or QEMU fail this stage (ZVISOR_REQUIRE_RUNG2=1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -12,7 +12,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxNamespaceType, LinuxResources, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
 use serde_json::json;
 
 use crate::cgroups::{rel_path, Cgroup, Layout};
@@ -38,8 +38,6 @@ pub struct CreateOpts {
 }
 
 const SPEC_COPY: &str = "config.json";
-/// Device rules added by `update` on cgroup v2 (JSON list), see [`update`].
-const DEVICE_UPDATES: &str = "device-updates.json";
 
 fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
     use LinuxNamespaceType as T;
@@ -128,9 +126,20 @@ fn device_rules(spec: &Spec) -> Result<LinuxResources> {
     for r in res.devices().iter().flatten() {
         rules.push(serde_json::to_value(r).map_err(|e| Error::Config(e.to_string()))?);
     }
-    for (t, maj, min, acc) in crate::cgroups::bpf::devices::DEFAULT_ALLOWED {
-        rules.push(json!({"allow": true, "type": t.to_string(), "major": maj, "minor": min, "access": acc}));
+    for (maj, min) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+    ] {
+        rules
+            .push(json!({"allow": true, "type": "c", "major": maj, "minor": min, "access": "rwm"}));
     }
+    rules.push(json!({"allow": true, "type": "c", "major": 136, "access": "rwm"}));
     for d in linux
         .and_then(|l| l.devices().as_ref())
         .into_iter()
@@ -348,13 +357,14 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_micros(200));
     }
-    // The init keeps its end open until it executes the user process (after
-    // the startContainer hooks); poststart must not run before that.
+    // The init holds its end until it execs the user process (O_CLOEXEC):
+    // end of file means exec'd (or died); poststart hooks run after that.
     loop {
         let mut b = [0u8; 1];
         // SAFETY: reads at most one byte into a local buffer.
         let n = unsafe { libc::read(fifo.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
-        if n == 0 || (n < 0 && !state::alive(pid, rec.pid_start)) {
+        let again = n < 0 && nix::Error::last() == nix::Error::EAGAIN;
+        if !again || Instant::now() > deadline {
             break;
         }
         std::thread::sleep(Duration::from_micros(200));
@@ -488,28 +498,7 @@ pub fn update(root: &Path, id: &str, res: &LinuxResources) -> Result<()> {
     if status(&sd.dir, &rec, &cg) == Status::Stopped {
         return Err(Error::State(format!("container {id} is stopped")));
     }
-    let new_devs = res.devices().clone().unwrap_or_default();
-    if !cg.layout.is_v2() || new_devs.is_empty() {
-        return cg.apply(res);
-    }
-    // v1 rules add up; the v2 program is replaced as a whole, so it gets
-    // the create-time rules, earlier updates' rules, then these.
-    let spec = load_spec(&sd.dir)
-        .ok_or_else(|| Error::State(format!("container {id} has no config copy")))?;
-    let mut devs = device_rules(&spec)?.devices().clone().unwrap_or_default();
-    let path = sd.dir.join(DEVICE_UPDATES);
-    let mut updates: Vec<LinuxDeviceCgroup> = match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::State(e.to_string()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).ctx(|| format!("reading {}", p(&path))),
-    };
-    updates.extend(new_devs);
-    devs.extend(updates.iter().cloned());
-    let mut all = res.clone();
-    all.set_devices(Some(devs));
-    cg.apply(&all)?;
-    let json = serde_json::to_vec(&updates).map_err(|e| Error::State(e.to_string()))?;
-    state::write_atomic(&path, &json)
+    cg.apply(res)
 }
 
 /// `ps`: pids in the container's cgroup.

@@ -172,15 +172,20 @@ fn after_start(ctx: &InitCtx, state: &str) -> Result<std::convert::Infallible> {
         Mode::empty(),
     )
     .ctx(|| "opening the exec fifo")?;
-    // SAFETY: fd was just opened; write one byte from a static buffer.
-    let rc = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
-    if rc < 0 {
-        return Err(nix::Error::last()).ctx(|| "writing the exec fifo");
+    // Kept open until execve, so move it above the preserved fds, which
+    // `finalize` hands to the user process.
+    let min = 3i32.saturating_add(ctx.preserve_fds.max(0));
+    // SAFETY: F_DUPFD_CLOEXEC on an fd we own; integer arguments only.
+    let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    if high < 0 {
+        return Err(nix::Error::last()).ctx(|| "moving the exec fifo fd");
     }
-    // `fd` stays open (close-on-exec) through the startContainer hooks:
-    // `start` waits for it to close, so poststart runs only once the user
-    // process is executed (or the init has failed).
-    let _ = nix::unistd::close(ctx.fifo);
+    let _ = nix::unistd::close(fd);
+    let fd = high;
+    // The open returned, so `start` was called: startContainer hooks run
+    // now, before `start` is told to go on. `fd` stays open (O_CLOEXEC)
+    // until the user process is exec'd; `start` waits for that before its
+    // poststart hooks, which the spec orders after the user process starts.
     let spec = ctx.spec;
     if let Some(h) = spec.hooks() {
         hooks::run(
@@ -189,6 +194,12 @@ fn after_start(ctx: &InitCtx, state: &str) -> Result<std::convert::Infallible> {
             state,
         )?;
     }
+    // SAFETY: fd was just opened; write one byte from a static buffer.
+    let rc = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+    if rc < 0 {
+        return Err(nix::Error::last()).ctx(|| "writing the exec fifo");
+    }
+    let _ = nix::unistd::close(ctx.fifo);
     let proc_ = spec
         .process()
         .as_ref()

@@ -71,7 +71,10 @@ fn seccomp_denies_a_listed_syscall_with_its_errno() {
         "syscalls": [
             {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 122},
             {"names": ["chmod"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
-             "args": [{"index": 1, "value": 511, "op": "SCMP_CMP_EQ"}]}
+             "args": [{"index": 1, "value": 511, "op": "SCMP_CMP_EQ"}]},
+            // aarch64 has no chmod(2): libc's chmod is fchmodat, mode third.
+            {"names": ["fchmodat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+             "args": [{"index": 2, "value": 511, "op": "SCMP_CMP_EQ"}]}
         ]
     });
     let id = id("seccomp");

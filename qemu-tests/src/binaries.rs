@@ -35,8 +35,9 @@ pub fn build_static(arch: GuestArch, packages: &[&str], vmm: bool) -> Result<Pat
     let mut flags = String::from("-C target-feature=+crt-static");
     if arch == GuestArch::S390x && vmm {
         // RUSTFLAGS replaces the target's rustflags from .cargo/config.toml,
-        // so repeat the one that KVM on s390x needs.
-        flags.push_str(" -C link-arg=-Wl,--s390-pgste");
+        // so repeat the ones s390x needs: PGSTEs for KVM, and the cfg that
+        // lets io-uring build there (see .cargo/config.toml).
+        flags.push_str(" -C link-arg=-Wl,--s390-pgste --cfg io_uring_skip_arch_check");
     }
     let mut cmd = Command::new(cargo);
     cmd.current_dir(repo_root())

@@ -3,6 +3,9 @@
 //! - `arch`: per-architecture QEMU machines and consoles;
 //! - `assets`: the Debian kernels fetched by `ci/assets.sh`;
 //! - `binaries`: static builds of `zvisor` and `zvisor-init`;
+//! - `containers`: the OCI runtime's integration tests, cross-built, run
+//!   inside an emulated s390x or aarch64 guest;
+//! - `libtest`: parses a Rust test executable's output from a console;
 //! - `qemu`: runs a guest with its console on a pipe and a timeout;
 //! - `serial`: parses `zvisor-init`'s result lines;
 //! - `memory`: the MemTotal bound for a given RAM size and kernel;
@@ -11,6 +14,8 @@
 pub mod arch;
 pub mod assets;
 pub mod binaries;
+pub mod containers;
+pub mod libtest;
 pub mod memory;
 pub mod nested;
 pub mod qemu;

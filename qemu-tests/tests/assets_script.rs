@@ -217,8 +217,20 @@ fn second_run_only_verifies_and_catches_tampering() {
         .status()
         .unwrap();
     assert!(st.success());
+    // The busybox-static of the same architecture, also already verified.
+    let bb = d.join("busybox/x86_64");
+    std::fs::create_dir_all(&bb).unwrap();
+    std::fs::write(bb.join("busybox.env"), "PKG=busybox-static\nVERSION=9\n").unwrap();
+    std::fs::write(bb.join("busybox"), b"busybox bytes").unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg("sha256sum busybox busybox.env > MANIFEST.sha256")
+        .current_dir(&bb)
+        .status()
+        .unwrap();
+    assert!(st.success());
 
-    // No network needed: the manifest verifies, nothing is fetched.
+    // No network needed: the manifests verify, nothing is fetched.
     let o = run(&["x86_64"], Some(&d));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
@@ -226,6 +238,7 @@ fn second_run_only_verifies_and_catches_tampering() {
         err.contains("linux-image-test 1 verified (2 files)"),
         "{err}"
     );
+    assert!(err.contains("busybox-static 9 verified"), "{err}");
     assert!(
         !d.join("apt").exists(),
         "a verify-only run must not touch apt"

@@ -33,6 +33,10 @@ pub fn be_u64(buf: &[u8], off: usize) -> Option<u64> {
 }
 
 /// Writes `v` little-endian at `off`; returns `false` if out of bounds.
+pub fn put_le_u16(buf: &mut [u8], off: usize, v: u16) -> bool {
+    put(buf, off, &v.to_le_bytes())
+}
+/// Writes `v` little-endian at `off`; returns `false` if out of bounds.
 pub fn put_le_u32(buf: &mut [u8], off: usize, v: u32) -> bool {
     put(buf, off, &v.to_le_bytes())
 }

@@ -10,12 +10,16 @@ use serde_json::{json, Value};
 
 /// Why the tests cannot run here, if they cannot.
 pub fn skip_reason() -> Option<String> {
-    if std::env::consts::ARCH != "x86_64" {
-        // Under qemu-user the runtime would be a different arch than the
-        // host kernel's; these tests run natively (as root) on x86_64 CI.
+    // Under qemu-user the runtime would drive a kernel of another
+    // architecture (qemu-user fakes uname, but not /proc/sys/kernel/arch).
+    // They run natively: on x86_64 CI, and inside emulated s390x/aarch64
+    // guests (qemu-tests' s390x_containers and aarch64_containers).
+    let kernel_arch = std::fs::read_to_string("/proc/sys/kernel/arch").unwrap_or_default();
+    if std::env::consts::ARCH != "x86_64" && kernel_arch.trim() != std::env::consts::ARCH {
         return Some(format!(
-            "integration tests run natively on x86_64, not {}",
-            std::env::consts::ARCH
+            "integration tests need a native {} kernel (this one is {:?})",
+            std::env::consts::ARCH,
+            kernel_arch.trim()
         ));
     }
     // SAFETY: geteuid has no preconditions.
@@ -239,6 +243,16 @@ pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
         out.push(d);
     }
     out
+}
+
+/// How many cgroup directories a container has at least: one on pure
+/// cgroup v2, one per v1 hierarchy (two or more) otherwise.
+pub fn min_cgroup_dirs() -> usize {
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        1
+    } else {
+        2
+    }
 }
 
 /// Number of host processes whose command line mentions `needle`.

@@ -7,7 +7,7 @@
 //! device turns into `NEEDS_RESET`.
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::{InterruptReason, VirtioInterrupt};
 use crate::memory::GuestMemory;
@@ -99,7 +99,7 @@ pub fn pop_chain_into(
         count += 1;
         last_has_next = d.has_next();
         let len = d.len();
-        if len > 0 && !GuestMemoryBackend::check_range(mem, d.addr(), len as usize) {
+        if len > 0 && !in_ram(mem, d.addr(), len) {
             return Err(ChainError::OutsideRam {
                 head,
                 addr: d.addr().0,
@@ -130,26 +130,99 @@ pub fn pop_chain_into(
     Ok(true)
 }
 
+/// Whether `[addr, addr+len)` is guest RAM. The common case, a buffer
+/// inside one region, costs one region lookup; anything else goes through
+/// vm-memory's general (region-by-region) check.
+fn in_ram(mem: &GuestMemory, addr: GuestAddress, len: u32) -> bool {
+    if let Some(r) = mem.find_region(addr) {
+        let off = addr.0 - r.start_addr().0;
+        if off
+            .checked_add(u64::from(len))
+            .is_some_and(|end| end <= r.len())
+        {
+            return true;
+        }
+    }
+    GuestMemoryBackend::check_range(mem, addr, len as usize)
+}
+
 /// Returns a chain to the driver with `len` bytes written.
 pub fn add_used(q: &mut Queue, mem: &GuestMemory, head: u16, len: u32) -> Result<(), ChainError> {
     q.add_used(mem, head, len)
         .map_err(|e| ChainError::Ring(e.to_string()))
 }
 
-/// Interrupts the guest for queue `index` if the driver wants it (event idx
-/// and `VIRTQ_AVAIL_F_NO_INTERRUPT` honoured by `virtio-queue`).
+/// Starts a burst of work on `q`: without `VIRTIO_F_EVENT_IDX` sets
+/// `VRING_USED_F_NO_NOTIFY` so the driver stops kicking; with it nothing is
+/// written (the driver only kicks when it crosses `avail_event`, which moves
+/// only in [`rearm`]).
+pub fn quiesce(q: &mut Queue, mem: &GuestMemory) -> Result<(), ChainError> {
+    q.disable_notification(mem)
+        .map_err(|e| ChainError::Ring(e.to_string()))
+}
+
+/// Ends a burst on `q` once the device has looked at every chain the
+/// driver made available (a pop came back empty) and is about to wait for a
+/// notification: publishes `avail_event` = the next index the device will
+/// read (or clears `VRING_USED_F_NO_NOTIFY`), then re-reads the avail index.
+/// `true` means the driver added chains in between, so the device must go on
+/// rather than sleep (the driver may have seen the old `avail_event` and not
+/// kicked). Call it before rewinding chains that were popped but not used:
+/// the driver must kick for buffers beyond the ones the device already saw.
+pub fn rearm(q: &mut Queue, mem: &GuestMemory) -> Result<bool, ChainError> {
+    // virtio-queue writes avail_event = next_avail, then fences (SeqCst)
+    // before it re-reads avail->idx, as Linux's virtqueue_enable_cb does.
+    q.enable_notification(mem)
+        .map_err(|e| ChainError::Ring(e.to_string()))
+}
+
+/// `VRING_AVAIL_F_NO_INTERRUPT`: the driver asks for no used-buffer interrupts.
+const AVAIL_F_NO_INTERRUPT: u16 = 1;
+
+/// Interrupts the guest for queue `index` if the driver wants it: with
+/// `VIRTIO_F_EVENT_IDX` only when the used index crossed `used_event` since
+/// the last call (virtio-queue's `needs_notification`); without it unless
+/// the driver set `VRING_AVAIL_F_NO_INTERRUPT`.
 pub fn signal_used(
     q: &mut Queue,
     mem: &GuestMemory,
     irq: &dyn VirtioInterrupt,
     index: u16,
 ) -> Result<(), super::DeviceError> {
-    if q.needs_notification(mem)
-        .map_err(|e| ChainError::Ring(e.to_string()))?
-    {
+    let ring = |e: virtio_queue::Error| ChainError::Ring(e.to_string());
+    // Fences (SeqCst) after the used-ring writes before reading used_event.
+    let mut wanted = q.needs_notification(mem).map_err(ring)?;
+    if wanted && !q.event_idx_enabled() {
+        let flags: u16 = mem
+            .read_obj(GuestAddress(q.avail_ring()))
+            .map_err(|e| ChainError::Ring(e.to_string()))?;
+        wanted = u16::from_le(flags) & AVAIL_F_NO_INTERRUPT == 0;
+    }
+    if wanted {
         irq.trigger(InterruptReason::Queue(index))?;
     }
     Ok(())
+}
+
+/// Copies guest RAM at `addr` into `buf`: one region lookup when the range
+/// lies in one region (the case for nearly every buffer), vm-memory's
+/// region-by-region copy otherwise. `false` if it is not all RAM.
+pub fn read_at(mem: &GuestMemory, addr: GuestAddress, buf: &mut [u8]) -> bool {
+    match mem.get_slice(addr, buf.len()) {
+        Ok(s) => s.copy_to(buf) == buf.len(),
+        Err(_) => mem.read_slice(buf, addr).is_ok(),
+    }
+}
+
+/// Copies `buf` into guest RAM at `addr`, like [`read_at`].
+pub fn write_at(mem: &GuestMemory, addr: GuestAddress, buf: &[u8]) -> bool {
+    match mem.get_slice(addr, buf.len()) {
+        Ok(s) => {
+            s.copy_from(buf);
+            true
+        }
+        Err(_) => mem.write_slice(buf, addr).is_ok(),
+    }
 }
 
 /// Copies from the chain's segments, starting `offset` bytes in, into `buf`.
@@ -170,10 +243,7 @@ pub fn read_segments(mem: &GuestMemory, segs: &[Segment], offset: u64, buf: &mut
         let Some(addr) = s.addr.0.checked_add(skip) else {
             break;
         };
-        if mem
-            .read_slice(&mut buf[done..done + n], GuestAddress(addr))
-            .is_err()
-        {
+        if !read_at(mem, GuestAddress(addr), &mut buf[done..done + n]) {
             break;
         }
         done += n;
@@ -200,10 +270,7 @@ pub fn write_segments(mem: &GuestMemory, segs: &[Segment], offset: u64, buf: &[u
         let Some(addr) = s.addr.0.checked_add(skip) else {
             break;
         };
-        if mem
-            .write_slice(&buf[done..done + n], GuestAddress(addr))
-            .is_err()
-        {
+        if !write_at(mem, GuestAddress(addr), &buf[done..done + n]) {
             break;
         }
         done += n;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use virtio_queue::Queue;
 
-use super::queue::{add_used, pop_chain, signal_used, write_segments};
-use super::worker::{EpollCtl, Handler, Worker};
+use super::queue::{add_used, pop_chain, quiesce, rearm, signal_used, write_segments};
+use super::worker::{self, EpollCtl, Handler, Worker};
 use super::{
     features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
 };
@@ -57,7 +57,7 @@ impl VirtioDevice for Rng {
         &[QUEUE_SIZE]
     }
     fn features(&self) -> u64 {
-        features::VERSION_1 | features::RING_INDIRECT_DESC
+        features::VERSION_1 | features::RING_INDIRECT_DESC | features::RING_EVENT_IDX
     }
     fn ack_features(&mut self, _value: u64) {}
     fn read_config(&self, _offset: u64, data: &mut [u8]) {
@@ -67,35 +67,30 @@ impl VirtioDevice for Rng {
         &mut self,
         mem: GuestMemory,
         interrupt: Arc<dyn VirtioInterrupt>,
-        mut queues: Vec<ActiveQueue>,
+        queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
         if self.worker.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
-        if queues.len() != 1 {
-            return Err(ActivateError::QueueCount {
-                need: 1,
-                got: queues.len(),
-            });
-        }
-        let q = queues.remove(0);
+        let (notify, mut qs) = worker::split_queues(queues, 1)?;
         let h = RngHandler {
             mem,
             irq: interrupt.clone(),
-            queue: q.queue,
+            queue: qs.remove(0),
             buf: vec![0; MAX_REQUEST],
         };
-        self.worker =
-            Some(Worker::spawn("virtio-rng", vec![q.notify], interrupt, h).map_err(|(e, _)| e)?);
-        Ok(())
+        worker::start(
+            &mut self.worker,
+            &mut None,
+            "virtio-rng",
+            notify,
+            interrupt,
+            h,
+            |_| (),
+        )
     }
     fn reset(&mut self) -> bool {
-        if let Some(mut w) = self.worker.take() {
-            if w.stop().is_none() {
-                return false;
-            }
-        }
-        true
+        worker::stop(&mut self.worker, &mut None, |_| ())
     }
 }
 
@@ -109,15 +104,21 @@ struct RngHandler {
 impl Handler for RngHandler {
     fn queue_notified(&mut self, _: &EpollCtl<'_>, _: usize) -> Result<(), DeviceError> {
         let mut any = false;
-        while let Some(chain) = pop_chain(&mut self.queue, &self.mem)? {
-            let want = usize::try_from(chain.writable_len())
-                .unwrap_or(usize::MAX)
-                .min(MAX_REQUEST);
-            let buf = &mut self.buf[..want];
-            fill_random(buf)?;
-            let n = write_segments(&self.mem, &chain.writable, 0, buf);
-            add_used(&mut self.queue, &self.mem, chain.head, n as u32)?;
-            any = true;
+        loop {
+            quiesce(&mut self.queue, &self.mem)?;
+            while let Some(chain) = pop_chain(&mut self.queue, &self.mem)? {
+                let want = usize::try_from(chain.writable_len())
+                    .unwrap_or(usize::MAX)
+                    .min(MAX_REQUEST);
+                let buf = &mut self.buf[..want];
+                fill_random(buf)?;
+                let n = write_segments(&self.mem, &chain.writable, 0, buf);
+                add_used(&mut self.queue, &self.mem, chain.head, n as u32)?;
+                any = true;
+            }
+            if !rearm(&mut self.queue, &self.mem)? {
+                break;
+            }
         }
         if any {
             signal_used(&mut self.queue, &self.mem, self.irq.as_ref(), 0)?;

@@ -13,7 +13,9 @@ use std::thread::JoinHandle;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{DeviceError, VirtioInterrupt};
+use virtio_queue::Queue;
+
+use super::{ActivateError, ActiveQueue, DeviceError, VirtioInterrupt};
 
 /// First token a handler may use for its own fds.
 pub const BACKEND_TOKEN_BASE: u64 = 1 << 16;
@@ -147,6 +149,66 @@ impl<H> Drop for Worker<H> {
     }
 }
 
+/// Checks that the driver set up `need` queues and splits them into their
+/// notifiers (worker tokens = positions) and ring states, in queue order.
+pub fn split_queues(
+    queues: Vec<ActiveQueue>,
+    need: usize,
+) -> Result<(Vec<EventFd>, Vec<Queue>), ActivateError> {
+    if queues.len() != need {
+        return Err(ActivateError::QueueCount {
+            need,
+            got: queues.len(),
+        });
+    }
+    Ok(queues.into_iter().map(|q| (q.notify, q.queue)).unzip())
+}
+
+/// The activation every worker-backed device shares: runs `handler` on a
+/// worker named `name`; if the thread cannot start, `back` takes the backend
+/// out of the returned handler into `backend`, so the device keeps it and a
+/// later activation can try again.
+pub fn start<H: Handler, B>(
+    worker: &mut Option<Worker<H>>,
+    backend: &mut Option<B>,
+    name: &str,
+    notify: Vec<EventFd>,
+    irq: Arc<dyn VirtioInterrupt>,
+    handler: H,
+    back: impl FnOnce(H) -> B,
+) -> Result<(), ActivateError> {
+    match Worker::spawn(name, notify, irq, handler) {
+        Ok(w) => {
+            *worker = Some(w);
+            Ok(())
+        }
+        Err((e, h)) => {
+            *backend = Some(back(h));
+            Err(e.into())
+        }
+    }
+}
+
+/// The reset every worker-backed device shares: stops the worker (if any)
+/// and puts the backend back into `backend`; `false` if the worker thread
+/// panicked and the backend is lost (the transport then reports `FAILED`).
+pub fn stop<H: Handler, B>(
+    worker: &mut Option<Worker<H>>,
+    backend: &mut Option<B>,
+    back: impl FnOnce(H) -> B,
+) -> bool {
+    let Some(mut w) = worker.take() else {
+        return true;
+    };
+    match w.stop() {
+        Some(h) => {
+            *backend = Some(back(h));
+            true
+        }
+        None => false,
+    }
+}
+
 /// Serves events until killed (`Ok`) or until the device breaks (`Err`).
 fn run<H: Handler>(epoll: &Epoll, notify: &[EventFd], handler: &mut H) -> Result<(), DeviceError> {
     let ctl = EpollCtl(epoll);
@@ -185,5 +247,68 @@ fn wait_readable(fd: &EventFd) {
         if r > 0 || (r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+
+    use super::*;
+    use crate::virtio::InterruptReason;
+
+    struct Counter(u32);
+    impl Handler for Counter {
+        fn queue_notified(&mut self, _: &EpollCtl<'_>, _: usize) -> Result<(), DeviceError> {
+            self.0 += 1;
+            Ok(())
+        }
+    }
+
+    struct NoIrq;
+    impl VirtioInterrupt for NoIrq {
+        fn trigger(&self, _: InterruptReason) -> io::Result<()> {
+            Ok(())
+        }
+        fn set_needs_reset(&self) {}
+    }
+
+    #[test]
+    fn failed_spawn_gives_the_handler_back() {
+        // epoll refuses a regular file (EPERM): the setup fails after the
+        // handler was handed in, and it must come back unharmed.
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        // SAFETY: the fd is owned (taken from `file`) and only closed by
+        // the EventFd, once; it is never used as an eventfd.
+        let bad = unsafe { EventFd::from_raw_fd(file.into_raw_fd()) };
+        match Worker::spawn("t", vec![bad], Arc::new(NoIrq), Counter(7)) {
+            Err((e, h)) => {
+                assert_eq!(h.0, 7);
+                assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+            }
+            Ok(_) => panic!("epoll took a regular file"),
+        }
+        // The same handler then runs in a working worker and comes back.
+        let ok = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let kick = ok.try_clone().unwrap();
+        let mut w = Worker::spawn("t", vec![ok], Arc::new(NoIrq), Counter(7))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        kick.write(1).unwrap();
+        // Once the worker drained the eventfd it calls the handler in the
+        // same loop iteration, before it can see the stop request.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut p = libc::pollfd {
+            fd: kick.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        while unsafe { libc::poll(&mut p, 1, 0) } == 1 {
+            assert!(std::time::Instant::now() < deadline, "kick not served");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let h = w.stop().expect("handler back");
+        assert_eq!(h.0, 8);
     }
 }

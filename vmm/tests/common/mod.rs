@@ -77,6 +77,26 @@ pub struct DriverQueue {
     pub next_desc: u16,
     pub avail_idx: u16,
     pub last_used: u16,
+    /// VIRTIO_F_EVENT_IDX negotiated: used_event/avail_event are live.
+    pub event_idx: bool,
+    /// Chains published since the last kick decision (Linux's num_added).
+    pub num_added: u16,
+}
+
+impl DriverQueue {
+    /// used_event: the driver's "interrupt me after this used index".
+    pub fn used_event_addr(&self) -> u64 {
+        self.avail + 4 + 2 * u64::from(self.size)
+    }
+    /// avail_event: the device's "kick me after this avail index".
+    pub fn avail_event_addr(&self) -> u64 {
+        self.used + 4 + 8 * u64::from(self.size)
+    }
+}
+
+/// Linux's vring_need_event: has the index moved from `old` to `new` past `event`?
+pub fn vring_need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
 pub struct Driver {
@@ -187,6 +207,8 @@ impl Driver {
                 next_desc: 0,
                 avail_idx: 0,
                 last_used: 0,
+                event_idx: false,
+                num_added: 0,
             });
         }
         self.queues[index as usize] = DriverQueue {
@@ -197,6 +219,8 @@ impl Driver {
             next_desc: 0,
             avail_idx: 0,
             last_used: 0,
+            event_idx: self.features & features::RING_EVENT_IDX != 0,
+            num_added: 0,
         };
     }
 
@@ -254,23 +278,81 @@ impl Driver {
         self.writel(regs::QUEUE_NOTIFY, q);
     }
 
-    /// virtqueue_kick_prepare without event idx: kick unless the device set
-    /// VRING_USED_F_NO_NOTIFY.
-    pub fn kick(&self, q: usize) {
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        let mut f = [0u8; 2];
+    pub fn read16(&self, addr: u64) -> u16 {
+        let mut b = [0u8; 2];
+        self.mem.read_slice(&mut b, GuestAddress(addr)).unwrap();
+        u16::from_le_bytes(b)
+    }
+    fn write16(&self, addr: u64, v: u16) {
         self.mem
-            .read_slice(&mut f, GuestAddress(self.queues[q].used))
+            .write_slice(&v.to_le_bytes(), GuestAddress(addr))
             .unwrap();
-        if u16::from_le_bytes(f) & 1 == 0 {
+    }
+
+    /// virtqueue_kick_prepare + virtqueue_notify: with event idx, kick only
+    /// if the chains published since the last kick crossed the device's
+    /// avail_event; without it, unless the device set VRING_USED_F_NO_NOTIFY.
+    /// Returns whether the device was notified.
+    pub fn kick(&mut self, q: usize) -> bool {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let dq = &self.queues[q];
+        let new = dq.avail_idx;
+        let old = new.wrapping_sub(dq.num_added);
+        let needed = if dq.event_idx {
+            vring_need_event(self.read16(dq.avail_event_addr()), new, old)
+        } else {
+            self.read16(dq.used) & 1 == 0
+        };
+        self.queues[q].num_added = 0;
+        if needed {
             self.notify(q as u32);
         }
+        needed
+    }
+
+    /// virtqueue_disable_cb: no used-buffer interrupts for now. With event
+    /// idx used_event goes just behind the used index (Linux writes a
+    /// similar "far away" value), else VRING_AVAIL_F_NO_INTERRUPT.
+    pub fn disable_cb(&self, q: usize) {
+        let dq = &self.queues[q];
+        if dq.event_idx {
+            self.write16(dq.used_event_addr(), dq.last_used.wrapping_sub(1));
+        } else {
+            self.write16(dq.avail, 1);
+        }
+    }
+
+    /// virtqueue_enable_cb_prepare + virtqueue_poll: interrupt on the next
+    /// used buffer (used_event = last seen used index); `true` if nothing is
+    /// pending, i.e. the driver may sleep.
+    pub fn enable_cb(&self, q: usize) -> bool {
+        let dq = &self.queues[q];
+        if dq.event_idx {
+            self.write16(dq.used_event_addr(), dq.last_used);
+        } else {
+            self.write16(dq.avail, 0);
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.used_idx(q) == dq.last_used
+    }
+
+    /// virtqueue_enable_cb_delayed's idea: interrupt only once `n` more
+    /// buffers are used (event idx only).
+    pub fn enable_cb_after(&self, q: usize, n: u16) {
+        let dq = &self.queues[q];
+        assert!(dq.event_idx);
+        self.write16(dq.used_event_addr(), dq.last_used.wrapping_add(n - 1));
+    }
+
+    /// Whether an interrupt arrives within `t` (acked if so).
+    pub fn irq_within(&self, t: Duration) -> bool {
+        self.wait_irq(t).is_some()
     }
 
     /// virtqueue_add_sgs + virtqueue_kick: one chain, consecutive descriptors.
     pub fn submit(&mut self, q: usize, bufs: &[Buf]) -> u16 {
         let head = self.add_chain(q, bufs);
-        self.notify(q as u32);
+        self.kick(q);
         head
     }
 
@@ -286,6 +368,7 @@ impl Driver {
         }
         self.queues[q].next_desc = (head + bufs.len() as u16) % size;
         self.publish(q, head);
+        self.queues[q].num_added = self.queues[q].num_added.wrapping_add(1);
         head
     }
 
@@ -321,19 +404,16 @@ impl Driver {
             .unwrap_or_else(|| panic!("no used buffer on queue {q} (status {:#x})", self.status()))
     }
 
+    /// Like Linux's NAPI/callback loop: take a used buffer if there is one,
+    /// else re-enable interrupts (used_event) and sleep until one comes.
     pub fn try_wait_used(&mut self, q: usize, timeout: Duration) -> Option<(u32, u32)> {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.used_idx(q) != self.queues[q].last_used {
-                let dq = &mut self.queues[q];
-                let slot = dq.used + 4 + 8 * u64::from(dq.last_used % dq.size);
-                let mut e = [0u8; 8];
-                self.mem.read_slice(&mut e, GuestAddress(slot)).unwrap();
-                dq.last_used = dq.last_used.wrapping_add(1);
-                return Some((
-                    u32::from_le_bytes(e[0..4].try_into().unwrap()),
-                    u32::from_le_bytes(e[4..8].try_into().unwrap()),
-                ));
+            if let Some(u) = self.poll_used(q) {
+                return Some(u);
+            }
+            if !self.enable_cb(q) {
+                continue;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -341,6 +421,25 @@ impl Driver {
             }
             let _ = self.wait_irq((deadline - now).min(Duration::from_millis(50)));
         }
+    }
+
+    /// Next used element without waiting and without touching interrupt
+    /// suppression (virtqueue_get_buf).
+    pub fn poll_used(&mut self, q: usize) -> Option<(u32, u32)> {
+        if self.used_idx(q) == self.queues[q].last_used {
+            return None;
+        }
+        // virtio_rmb: the entry is read after the index.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let dq = &mut self.queues[q];
+        let slot = dq.used + 4 + 8 * u64::from(dq.last_used % dq.size);
+        let mut e = [0u8; 8];
+        self.mem.read_slice(&mut e, GuestAddress(slot)).unwrap();
+        dq.last_used = dq.last_used.wrapping_add(1);
+        Some((
+            u32::from_le_bytes(e[0..4].try_into().unwrap()),
+            u32::from_le_bytes(e[4..8].try_into().unwrap()),
+        ))
     }
 
     /// Waits until the device reports NEEDS_RESET (and a config interrupt).
@@ -377,4 +476,88 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The EVENT_IDX contract on queue `q` of a negotiated device, for requests
+/// the device completes on its own (`add` publishes one, without a kick):
+/// (c) every kick the device needs comes: after each completion the device
+/// re-armed avail_event, so a Linux-style conditional kick fires;
+/// (b) with used_event parked behind, completions raise no interrupt, and
+/// `enable_cb_after(n)` gets exactly the n-th one;
+/// (a) every request is served throughout.
+pub fn check_event_idx(
+    d: &mut Driver,
+    g: &mut Guest,
+    q: usize,
+    add: &mut dyn FnMut(&mut Driver, &mut Guest) -> u16,
+) {
+    assert!(d.features & features::RING_EVENT_IDX != 0, "not negotiated");
+    let t = Duration::from_secs(5);
+    // (c) Idle device, one request at a time: each kick is needed and sent.
+    assert!(wait_rearmed(d, q), "avail_event not published");
+    for i in 0..4 {
+        assert!(d.enable_cb(q));
+        let head = add(d, g);
+        assert!(d.kick(q), "round {i}: device did not re-arm avail_event");
+        assert!(d.irq_within(t), "round {i}: no interrupt");
+        assert_eq!(d.poll_used(q).map(|u| u.0), Some(u32::from(head)));
+        // The device publishes avail_event before it sleeps.
+        assert!(wait_rearmed(d, q), "round {i}: avail_event not published");
+    }
+    // (b) Interrupts off: a burst is served silently.
+    d.disable_cb(q);
+    let mut heads = Vec::new();
+    for _ in 0..6 {
+        heads.push(u32::from(add(d, g)));
+        d.kick(q);
+    }
+    let deadline = Instant::now() + t;
+    let mut got = Vec::new();
+    while got.len() < heads.len() {
+        assert!(Instant::now() < deadline, "burst not served: {got:?}");
+        match d.poll_used(q) {
+            Some(u) => got.push(u.0),
+            None => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    assert_eq!(got, heads, "served in order");
+    assert!(
+        !d.irq_within(Duration::from_millis(200)),
+        "interrupt despite used_event"
+    );
+    // Interrupt only on the 3rd of the next 3 completions.
+    d.enable_cb_after(q, 3);
+    for k in 0..3 {
+        add(d, g);
+        d.kick(q);
+        if k < 2 {
+            let deadline = Instant::now() + t;
+            while d.used_idx(q) != d.queues[q].last_used.wrapping_add(k + 1) {
+                assert!(Instant::now() < deadline, "request {k} not served");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(
+                !d.irq_within(Duration::from_millis(100)),
+                "interrupt before used_event was crossed"
+            );
+        }
+    }
+    assert!(d.irq_within(t), "no interrupt when used_event was crossed");
+    for _ in 0..3 {
+        assert!(d.poll_used(q).is_some());
+    }
+}
+
+/// Waits (up to 5 s) until the device has published avail_event = the
+/// driver's current avail index, i.e. it wants a kick for the next chain.
+pub fn wait_rearmed(d: &Driver, q: usize) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let dq = &d.queues[q];
+    while Instant::now() < deadline {
+        if d.read16(dq.avail_event_addr()) == dq.avail_idx {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
 }

@@ -3,6 +3,7 @@
 
 use vm_memory::GuestAddress;
 
+use crate::endian::{le_u32, le_u64};
 use crate::memory::GuestMemory;
 use crate::virtio::queue::{read_segments, Chain, Segment};
 
@@ -107,10 +108,9 @@ fn parse_op(mem: &GuestMemory, chain: &Chain, wdata_len: u64) -> Result<Op, u8> 
     if read_segments(mem, &chain.readable, 0, &mut hdr) != hdr.len() {
         return Err(status::IOERR);
     }
-    let ty = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-    let mut s = [0u8; 8];
-    s.copy_from_slice(&hdr[8..16]);
-    let sector = u64::from_le_bytes(s);
+    // In bounds by the array's size.
+    let ty = le_u32(&hdr, 0).unwrap_or(u32::MAX);
+    let sector = le_u64(&hdr, 8).unwrap_or(u64::MAX);
     let rdata_len = rlen - HEADER_LEN;
     let kind = match ty {
         types::IN => Kind::In,
@@ -177,12 +177,10 @@ pub fn ranges(mem: &GuestMemory, chain: &Chain, op: &Op, max: usize) -> Option<V
         if read_segments(mem, segs, base + i as u64 * RANGE_LEN, &mut b) != b.len() {
             return None;
         }
-        let mut s = [0u8; 8];
-        s.copy_from_slice(&b[..8]);
         out.push(Range {
-            sector: u64::from_le_bytes(s),
-            num_sectors: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
-            flags: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
+            sector: le_u64(&b, 0)?,
+            num_sectors: le_u32(&b, 8)?,
+            flags: le_u32(&b, 12)?,
         });
     }
     Some(out)

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::EventSet;
 
-use super::super::queue::{add_used, pop_chain, read_segments, signal_used, write_segments, Chain};
+use super::super::queue::{
+    add_used, pop_chain, read_segments, rearm, signal_used, write_segments, Chain,
+};
 use super::super::worker::{EpollCtl, Handler, BACKEND_TOKEN_BASE};
 use super::super::{DeviceError, VirtioInterrupt};
 use super::control::{self, port_queues, queue_role, Control, QueueRole};
@@ -123,6 +125,9 @@ impl ConsoleHandler {
         }
         while port.host.input_open() {
             let Some(chain) = pop_chain(&mut self.queues[rxq], &self.mem)? else {
+                if rearm(&mut self.queues[rxq], &self.mem)? {
+                    continue;
+                }
                 // No buffers: stop polling input until the driver adds some.
                 port.rx_want = false;
                 break;
@@ -170,6 +175,7 @@ impl ConsoleHandler {
                 Some(t) => t,
                 None => match pop_chain(&mut self.queues[txq], &self.mem)? {
                     Some(chain) => PendingTx { chain, off: 0 },
+                    None if rearm(&mut self.queues[txq], &self.mem)? => continue,
                     None => break,
                 },
             };
@@ -233,6 +239,9 @@ impl ConsoleHandler {
         let mut any = false;
         while let Some(msg) = self.ctrl_out.front() {
             let Some(chain) = pop_chain(&mut self.queues[q], &self.mem)? else {
+                if rearm(&mut self.queues[q], &self.mem)? {
+                    continue;
+                }
                 break;
             };
             // A buffer too small for the message gets what fits.
@@ -252,7 +261,13 @@ impl ConsoleHandler {
         let q = 3;
         let mut any = false;
         let mut opened = Vec::new();
-        while let Some(chain) = pop_chain(&mut self.queues[q], &self.mem)? {
+        loop {
+            let Some(chain) = pop_chain(&mut self.queues[q], &self.mem)? else {
+                if rearm(&mut self.queues[q], &self.mem)? {
+                    continue;
+                }
+                break;
+            };
             let mut b = [0u8; control::HEADER_LEN];
             let n = read_segments(&self.mem, &chain.readable, 0, &mut b);
             add_used(&mut self.queues[q], &self.mem, chain.head, 0)?;

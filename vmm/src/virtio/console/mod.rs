@@ -169,7 +169,11 @@ impl VirtioDevice for Console {
     }
     fn features(&self) -> u64 {
         let multiport = if self.multiport { F_MULTIPORT } else { 0 };
-        features::VERSION_1 | features::RING_INDIRECT_DESC | F_EMERG_WRITE | multiport
+        features::VERSION_1
+            | features::RING_INDIRECT_DESC
+            | features::RING_EVENT_IDX
+            | F_EMERG_WRITE
+            | multiport
     }
     fn ack_features(&mut self, value: u64) {
         self.acked = value;

@@ -3,6 +3,7 @@
 //! kernel) sees it.
 
 use super::feature_bits as f;
+use crate::endian::le_u16;
 
 /// `flags`: checksum needed from `csum_start` / `csum_offset`.
 pub const F_NEEDS_CSUM: u8 = 1;
@@ -68,7 +69,8 @@ pub fn parse_tx(buf: &[u8], frame_len: usize, acked: u64) -> Result<NetHeader, H
     if buf.len() < super::super::tap::VNET_HDR_LEN {
         return Err(HeaderError::Short);
     }
-    let u16_at = |o: usize| u16::from_le_bytes([buf[o], buf[o + 1]]);
+    // In bounds: the length was checked above.
+    let u16_at = |o| le_u16(buf, o).unwrap_or(0);
     let h = NetHeader {
         flags: buf[0],
         gso_type: buf[1],

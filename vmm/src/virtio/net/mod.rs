@@ -12,13 +12,15 @@ use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueOwnedT};
 use vmm_sys_util::epoll::EventSet;
 
-use super::queue::{add_used, iovecs, pop_chain, read_segments, signal_used, split_segments};
-use super::queue::{write_segments, Chain, ChainError};
+use super::queue::{
+    add_used, iovecs_range, pop_chain, pop_chain_into, quiesce, read_segments, rearm,
+};
+use super::queue::{signal_used, write_segments, Chain};
 use super::tap::{offload, Tap, TapError, VNET_HDR_LEN};
-use super::worker::{EpollCtl, Handler, Worker, BACKEND_TOKEN_BASE};
+use super::worker::{self, EpollCtl, Handler, Worker, BACKEND_TOKEN_BASE};
 use super::{
     features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
 };
@@ -93,10 +95,9 @@ impl Net {
                 m
             }
         };
-        // No RING_EVENT_IDX: the RX path never publishes avail_event, so a
-        // Linux driver would stop kicking when it refills RX buffers.
         let mut avail = features::VERSION_1
             | features::RING_INDIRECT_DESC
+            | features::RING_EVENT_IDX
             | f::CSUM
             | f::GUEST_CSUM
             | f::MAC
@@ -175,22 +176,11 @@ impl VirtioDevice for Net {
         interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
-        if queues.len() != 2 {
-            return Err(ActivateError::QueueCount {
-                need: 2,
-                got: queues.len(),
-            });
-        }
+        let (notify, mut qs) = worker::split_queues(queues, 2)?;
         let tap = self.tap.take().ok_or(ActivateError::AlreadyActive)?;
         if let Err(e) = tap.set_offload(tap_offloads(self.acked)) {
             self.tap = Some(tap);
             return Err(io::Error::other(e.to_string()).into());
-        }
-        let mut notify = Vec::new();
-        let mut qs = Vec::new();
-        for q in queues {
-            notify.push(q.notify);
-            qs.push(q.queue);
         }
         let tx = qs.pop().unwrap_or_default();
         let rx = qs.pop().unwrap_or_default();
@@ -204,26 +194,22 @@ impl VirtioDevice for Net {
             frame: vec![0; MAX_FRAME],
             pending: None,
             tap_watched: false,
-            tap_error_logged: false,
+            iov: Vec::new(),
+            chains: Vec::new(),
         };
-        match Worker::spawn("virtio-net", notify, interrupt, h) {
-            Ok(w) => self.worker = Some(w),
-            Err((e, h)) => {
-                self.tap = Some(h.tap);
-                return Err(e.into());
-            }
-        }
-        Ok(())
+        worker::start(
+            &mut self.worker,
+            &mut self.tap,
+            "virtio-net",
+            notify,
+            interrupt,
+            h,
+            |h| h.tap,
+        )
     }
     fn reset(&mut self) -> bool {
-        if let Some(mut w) = self.worker.take() {
-            match w.stop() {
-                Some(h) => self.tap = Some(h.tap),
-                None => return false,
-            }
-        }
         self.acked = 0;
-        true
+        worker::stop(&mut self.worker, &mut self.tap, |h| h.tap)
     }
 }
 
@@ -238,9 +224,16 @@ struct NetHandler {
     /// Length of a frame read from the tap and not yet delivered.
     pending: Option<usize>,
     tap_watched: bool,
-    /// A tap read error was already logged at warn level.
-    tap_error_logged: bool,
+    /// TX iovecs, reused from frame to frame.
+    iov: Vec<libc::iovec>,
+    /// RX chains of the frame being delivered, reused from frame to frame.
+    chains: Vec<Chain>,
 }
+
+// SAFETY: `iov` is rebuilt before every use and points only into guest RAM
+// (which outlives the handler) or the current frame's header copy; it is
+// never dereferenced across threads.
+unsafe impl Send for NetHandler {}
 
 impl NetHandler {
     fn watch_tap(&mut self, ctl: &EpollCtl<'_>, on: bool) -> Result<(), DeviceError> {
@@ -258,27 +251,27 @@ impl NetHandler {
 
     fn process_rx(&mut self, ctl: &EpollCtl<'_>) -> Result<(), DeviceError> {
         let mut any = false;
+        // The driver need not kick RX while the device has buffers; the
+        // device re-arms (rearm in `deliver`) when it runs out.
+        quiesce(&mut self.rx, &self.mem)?;
         loop {
             let len = match self.pending {
                 Some(l) => l,
                 None => match self.tap.file().read(&mut self.frame) {
                     Ok(n) if n >= VNET_HDR_LEN => n,
-                    Ok(_) => continue,
+                    Ok(0) => return Err(io::Error::other("tap read: end of file").into()),
+                    Ok(_) => continue, // shorter than a vnet header: drop
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.watch_tap(ctl, true)?;
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        // A persistent error would repeat on every wakeup.
-                        if self.tap_error_logged {
-                            tracing::debug!("virtio-net: tap read failed: {e}");
-                        } else {
-                            tracing::warn!("virtio-net: tap read failed: {e}");
-                            self.tap_error_logged = true;
-                        }
-                        self.watch_tap(ctl, true)?;
-                        break;
+                        // Not a transient condition (EIO/EBADFD: the tap
+                        // was deleted or detached): it would come back on
+                        // every wake-up, as the fd stays readable. Stop
+                        // here; the device goes to NEEDS_RESET.
+                        return Err(io::Error::new(e.kind(), format!("tap read: {e}")).into());
                     }
                 },
             };
@@ -291,6 +284,7 @@ impl NetHandler {
                 Delivery::Dropped => {
                     self.pending = None;
                 }
+                Delivery::Retry => {}
                 Delivery::NoBuffers => {
                     // Wait for the driver to post buffers (RX notify).
                     self.watch_tap(ctl, false)?;
@@ -305,29 +299,49 @@ impl NetHandler {
     }
 
     fn deliver(&mut self, len: usize) -> Result<Delivery, DeviceError> {
+        // The chains' buffers are reused from frame to frame.
+        let mut chains = std::mem::take(&mut self.chains);
+        let r = self.deliver_into(&mut chains, len);
+        self.chains = chains;
+        r
+    }
+
+    fn deliver_into(
+        &mut self,
+        chains: &mut Vec<Chain>,
+        len: usize,
+    ) -> Result<Delivery, DeviceError> {
         let mrg = self.acked & f::MRG_RXBUF != 0;
-        let mut chains: Vec<Chain> = Vec::new();
+        let mut n = 0;
         let mut room = 0u64;
         while room < len as u64 {
-            match pop_chain(&mut self.rx, &self.mem)? {
-                Some(c) => {
-                    room += c.writable_len();
-                    chains.push(c);
-                }
-                None => {
-                    for _ in 0..chains.len() {
-                        self.rx.go_to_previous_position();
-                    }
-                    return Ok(Delivery::NoBuffers);
-                }
+            if chains.len() == n {
+                chains.push(Chain::default());
             }
+            if !pop_chain_into(&mut self.rx, &self.mem, &mut chains[n])? {
+                // Out of buffers: ask for a kick when the driver adds one
+                // past those seen (before rewinding the chains popped for
+                // this frame), and catch a refill that raced.
+                let more = rearm(&mut self.rx, &self.mem)?;
+                for _ in 0..n {
+                    self.rx.go_to_previous_position();
+                }
+                return Ok(if more {
+                    Delivery::Retry
+                } else {
+                    Delivery::NoBuffers
+                });
+            }
+            room += chains[n].writable_len();
+            n += 1;
             if !mrg {
                 break;
             }
         }
+        let chains = &chains[..n];
         if room < len as u64 {
             // Without mergeable buffers one chain must hold the frame.
-            for _ in 0..chains.len() {
+            for _ in 0..n {
                 self.rx.go_to_previous_position();
             }
             return Ok(Delivery::Dropped);
@@ -339,7 +353,7 @@ impl NetHandler {
             .max(1) as u16;
         self.frame[10..12].copy_from_slice(&nbufs.to_le_bytes());
         let mut off = 0usize;
-        for c in &chains {
+        for c in chains {
             let w = write_segments(&self.mem, &c.writable, 0, &self.frame[off..len]);
             add_used(&mut self.rx, &self.mem, c.head, w as u32)?;
             off += w;
@@ -351,9 +365,7 @@ impl NetHandler {
         let mut any = false;
         loop {
             // No kicks while the device is draining the ring.
-            self.tx
-                .disable_notification(&self.mem)
-                .map_err(|e| ChainError::Ring(e.to_string()))?;
+            quiesce(&mut self.tx, &self.mem)?;
             while let Some(chain) = pop_chain(&mut self.tx, &self.mem)? {
                 if let Err(why) = self.send(&chain) {
                     tracing::debug!("virtio-net: tx frame dropped: {why}");
@@ -361,11 +373,7 @@ impl NetHandler {
                 add_used(&mut self.tx, &self.mem, chain.head, 0)?;
                 any = true;
             }
-            if !self
-                .tx
-                .enable_notification(&self.mem)
-                .map_err(|e| ChainError::Ring(e.to_string()))?
-            {
+            if !rearm(&mut self.tx, &self.mem)? {
                 break;
             }
         }
@@ -386,12 +394,14 @@ impl NetHandler {
         read_segments(&self.mem, &chain.readable, 0, &mut hdr);
         let frame_len = total as usize - VNET_HDR_LEN;
         header::parse_tx(&hdr, frame_len, self.acked).map_err(|e| e.to_string())?;
-        let (_, body) = split_segments(&chain.readable, VNET_HDR_LEN as u64);
-        let mut iov = vec![libc::iovec {
+        let iov = &mut self.iov;
+        iov.clear();
+        iov.push(libc::iovec {
             iov_base: hdr.as_mut_ptr().cast(),
             iov_len: hdr.len(),
-        }];
-        iov.extend(iovecs(&self.mem, &body).ok_or("buffer not in RAM")?);
+        });
+        let body = VNET_HDR_LEN as u64;
+        iovecs_range(&self.mem, &chain.readable, body, u64::MAX, iov).ok_or("buffer not in RAM")?;
         if iov.len() > 1024 {
             return Err("too many buffers".into());
         }
@@ -409,6 +419,8 @@ impl NetHandler {
 enum Delivery {
     Done,
     Dropped,
+    /// Out of buffers, but the driver added some meanwhile: try again.
+    Retry,
     NoBuffers,
 }
 

@@ -25,8 +25,9 @@ use vmm_sys_util::epoll::EventSet;
 
 use self::conn::{rst_for, Conn, State};
 use self::packet::{check_tx, op, Header, HDR_LEN, MAX_PAYLOAD, SHUTDOWN_RCV, SHUTDOWN_SEND};
-use super::queue::{add_used, pop_chain, read_segments, signal_used, write_segments, Chain};
-use super::worker::{EpollCtl, Handler, Worker, BACKEND_TOKEN_BASE};
+use super::queue::{add_used, pop_chain, read_segments, rearm, signal_used, write_segments};
+use super::queue::{quiesce, Chain};
+use super::worker::{self, EpollCtl, Handler, Worker, BACKEND_TOKEN_BASE};
 use super::{
     features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
 };
@@ -96,7 +97,7 @@ impl VirtioDevice for Vsock {
         &[QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE]
     }
     fn features(&self) -> u64 {
-        features::VERSION_1 | features::RING_INDIRECT_DESC
+        features::VERSION_1 | features::RING_INDIRECT_DESC | features::RING_EVENT_IDX
     }
     fn ack_features(&mut self, _value: u64) {}
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -108,19 +109,8 @@ impl VirtioDevice for Vsock {
         interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
-        if queues.len() != 3 {
-            return Err(ActivateError::QueueCount {
-                need: 3,
-                got: queues.len(),
-            });
-        }
+        let (notify, mut qs) = worker::split_queues(queues, 3)?;
         let listener = self.listener.take().ok_or(ActivateError::AlreadyActive)?;
-        let mut notify = Vec::new();
-        let mut qs = Vec::new();
-        for q in queues {
-            notify.push(q.notify);
-            qs.push(q.queue);
-        }
         qs.truncate(2); // the event queue carries nothing zvisor sends
         let tx = qs.pop().unwrap_or_default();
         let rx = qs.pop().unwrap_or_default();
@@ -140,24 +130,12 @@ impl VirtioDevice for Vsock {
             next_port: FIRST_LOCAL_PORT,
             buf: vec![0; MAX_PAYLOAD as usize],
         };
-        match Worker::spawn("virtio-vsock", notify, interrupt, h) {
-            Ok(w) => self.worker = Some(w),
-            Err((e, h)) => {
-                self.listener = Some(h.listener);
-                return Err(e.into());
-            }
-        }
-        Ok(())
+        let (w, l) = (&mut self.worker, &mut self.listener);
+        worker::start(w, l, "virtio-vsock", notify, interrupt, h, |h| h.listener)
     }
     fn reset(&mut self) -> bool {
-        if let Some(mut w) = self.worker.take() {
-            // Dropping the handler closes every connection; the listener stays.
-            match w.stop() {
-                Some(h) => self.listener = Some(h.listener),
-                None => return false,
-            }
-        }
-        true
+        // Dropping the handler closes every connection; the listener stays.
+        worker::stop(&mut self.worker, &mut self.listener, |h| h.listener)
     }
 }
 
@@ -307,8 +285,12 @@ impl VsockHandler {
 
     fn process_tx(&mut self, ctl: &EpollCtl<'_>) -> Result<(), DeviceError> {
         let mut any = false;
+        quiesce(&mut self.tx, &self.mem)?;
         while self.ctrl.len() < MAX_PENDING_CTRL {
             let Some(chain) = pop_chain(&mut self.tx, &self.mem)? else {
+                if rearm(&mut self.tx, &self.mem)? {
+                    continue;
+                }
                 break;
             };
             self.handle_packet(ctl, &chain)?;
@@ -404,8 +386,12 @@ impl VsockHandler {
                     return Ok(());
                 }
                 let n = h.len as usize;
-                let (_, payload) = super::queue::split_segments(&chain.readable, HDR_LEN as u64);
-                let got = read_segments(&self.mem, &payload, 0, &mut self.buf[..n]);
+                let got = read_segments(
+                    &self.mem,
+                    &chain.readable,
+                    HDR_LEN as u64,
+                    &mut self.buf[..n],
+                );
                 match c.push_to_host(&self.buf[..got]) {
                     Ok(true) => {
                         if c.wants_credit_update() {
@@ -465,6 +451,9 @@ impl VsockHandler {
         'outer: loop {
             while let Some(h) = self.ctrl.front().copied() {
                 let Some(chain) = pop_chain(&mut self.rx, &self.mem)? else {
+                    if rearm(&mut self.rx, &self.mem)? {
+                        continue;
+                    }
                     break 'outer;
                 };
                 let w = write_segments(&self.mem, &chain.writable, 0, &h.encode());
@@ -490,6 +479,9 @@ impl VsockHandler {
             let mut progress = false;
             for token in ready {
                 let Some(chain) = pop_chain(&mut self.rx, &self.mem)? else {
+                    if rearm(&mut self.rx, &self.mem)? {
+                        continue 'outer;
+                    }
                     break 'outer;
                 };
                 let room = chain.writable_len().saturating_sub(HDR_LEN as u64);

@@ -1,5 +1,7 @@
 //! virtio-vsock packet headers (virtio 1.2, 5.10.6), little-endian.
 
+use crate::endian::{le_u16, le_u32, le_u64, put_le_u16, put_le_u32, put_le_u64};
+
 /// Header size on the wire.
 pub const HDR_LEN: usize = 44;
 /// The host's CID.
@@ -60,13 +62,10 @@ pub struct Header {
 impl Header {
     /// Decodes a header.
     pub fn decode(b: &[u8; HDR_LEN]) -> Self {
-        let u64_at = |o: usize| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&b[o..o + 8]);
-            u64::from_le_bytes(a)
-        };
-        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        // In bounds by the array's type; 0 can never be produced.
+        let u64_at = |o| le_u64(b, o).unwrap_or(0);
+        let u32_at = |o| le_u32(b, o).unwrap_or(0);
+        let u16_at = |o| le_u16(b, o).unwrap_or(0);
         Self {
             src_cid: u64_at(0),
             dst_cid: u64_at(8),
@@ -84,16 +83,16 @@ impl Header {
     /// Encodes a header.
     pub fn encode(&self) -> [u8; HDR_LEN] {
         let mut b = [0u8; HDR_LEN];
-        b[0..8].copy_from_slice(&self.src_cid.to_le_bytes());
-        b[8..16].copy_from_slice(&self.dst_cid.to_le_bytes());
-        b[16..20].copy_from_slice(&self.src_port.to_le_bytes());
-        b[20..24].copy_from_slice(&self.dst_port.to_le_bytes());
-        b[24..28].copy_from_slice(&self.len.to_le_bytes());
-        b[28..30].copy_from_slice(&self.type_.to_le_bytes());
-        b[30..32].copy_from_slice(&self.op.to_le_bytes());
-        b[32..36].copy_from_slice(&self.flags.to_le_bytes());
-        b[36..40].copy_from_slice(&self.buf_alloc.to_le_bytes());
-        b[40..44].copy_from_slice(&self.fwd_cnt.to_le_bytes());
+        put_le_u64(&mut b, 0, self.src_cid);
+        put_le_u64(&mut b, 8, self.dst_cid);
+        put_le_u32(&mut b, 16, self.src_port);
+        put_le_u32(&mut b, 20, self.dst_port);
+        put_le_u32(&mut b, 24, self.len);
+        put_le_u16(&mut b, 28, self.type_);
+        put_le_u16(&mut b, 30, self.op);
+        put_le_u32(&mut b, 32, self.flags);
+        put_le_u32(&mut b, 36, self.buf_alloc);
+        put_le_u32(&mut b, 40, self.fwd_cnt);
         b
     }
 }
