@@ -15,7 +15,8 @@
 #    `zvisor-runc spec`'s default config (not the benchmark's), and relinked
 #    with lld's --symbol-ordering-file so that the functions used come first,
 #    in the order of first use. The code is the same; only its place moves.
-#    Without root or qemu the step is skipped (with a note on stderr).
+#    Without root, qemu-user or lld the step is skipped (with a note on
+#    stderr).
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HOST=$(rustc -vV | sed -n 's/^host: //p')
@@ -33,8 +34,10 @@ build() {
 }
 build
 QEMU=$(command -v "qemu-$ARCH-static" || true)
-if [ "$(id -u)" != 0 ] || [ -z "$QEMU" ] || [ ! -x /bin/busybox ]; then
-  echo "build-runc: no root, qemu-$ARCH-static or busybox-static: code layout not trained" >&2
+# --symbol-ordering-file is lld's (rustc links with it on x86_64 Linux).
+LLD=$(readelf -p .comment "$BIN" 2>/dev/null | grep -c 'Linker: LLD' || true)
+if [ "$(id -u)" != 0 ] || [ -z "$QEMU" ] || [ ! -x /bin/busybox ] || [ "$LLD" = 0 ]; then
+  echo "build-runc: no root, qemu-$ARCH-static, busybox-static or lld: code layout not trained" >&2
   echo "$BIN"
   exit 0
 fi
