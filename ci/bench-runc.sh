@@ -2,14 +2,15 @@
 # Benchmark of zvisor-runc beside runc and crun (not a test).
 #
 #   ci/bench-runc.sh [RUNS]      (default 50; needs root, busybox-static,
-#                                 runc, crun; builds zvisor in release mode,
-#                                 statically linked)
+#                                 runc, crun; builds zvisor-runc with
+#                                 ci/build-runc.sh)
 #
 # For each runtime, from the same busybox bundle running /bin/true:
 #   cycle: create -> start -> wait for the init to exit -> delete
 #   run:   run (foreground; it waits and deletes by itself)
 # and the peak RSS of the runtime's own processes (GNU time %M, max over
-# create/start/delete/run; measured in separate runs).
+# create/start/delete/run; measured in separate runs). The runtimes take
+# turns in rounds of 10 runs.
 # Prints a markdown table (min/median/max in ms) for docs/performance.md.
 #
 # crun 1.8 refuses this host's hybrid cgroup layout, so crun runs in a
@@ -17,14 +18,12 @@
 set -eu
 RUNS=${1:-50}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# A static build (glibc, +crt-static): no dynamic loader or shared
-# libraries to map at every one of the many short runtime invocations.
-HOST=$(rustc -vV | sed -n 's/^host: //p')
-RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$ROOT/target/static" \
-  cargo build -q --release -p zvisor --bin zvisor-runc --target "$HOST" --manifest-path "$ROOT/Cargo.toml"
+# zvisor-runc as shipped: static, non-PIE, profile `runc`, code layout
+# trained on a container lifecycle (see ci/build-runc.sh).
+ZR=$("$ROOT/ci/build-runc.sh")
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
-ln -s "$ROOT/target/static/$HOST/release/zvisor-runc" "$W/zvisor-runc"
+ln -s "$ZR" "$W/zvisor-runc"
 B=$W/bundle
 mkdir -p "$B/rootfs/bin" "$B/rootfs/proc" "$B/rootfs/dev" "$B/rootfs/sys" "$B/rootfs/tmp"
 cp /bin/busybox "$B/rootfs/bin/busybox"
@@ -89,7 +88,7 @@ for label, fn in (("cycle", cycle), ("run", run)):
     t = []
     for i in range(runs):
         t0 = time.perf_counter(); fn(i); t.append((time.perf_counter() - t0) * 1000)
-    res[label] = (min(t), statistics.median(t), max(t))
+    res[label] = t
 measure = True
 for i in range(3):
     cycle(1000 + i)
@@ -99,25 +98,39 @@ PY
 run_rt() { # name runtime [wrapper...]
   n=$1; rt=$2; shift 2
   mkdir -p "$W/root-$n"
-  "$@" python3 "$W/bench.py" "$rt" "$B" "$RUNS" "$W/root-$n"
+  "$@" python3 "$W/bench.py" "$rt" "$B" "$THIS_ROUND" "$W/root-$n"
 }
+# In rounds of ROUND runs, the runtimes taking turns, so that a change of
+# the machine's load (it is shared) falls on all three alike.
+ROUND=10
 {
-  run_rt zvisor "$W/zvisor-runc"
-  run_rt runc "$(command -v runc)"
-  if [ -d /sys/fs/cgroup/unified ]; then
-    run_rt crun "$(command -v crun)" unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' sh
-  else
-    run_rt crun "$(command -v crun)"
-  fi
+  left=$RUNS
+  while [ "$left" -gt 0 ]; do
+    THIS_ROUND=$((left < ROUND ? left : ROUND))
+    run_rt zvisor "$W/zvisor-runc"
+    run_rt runc "$(command -v runc)"
+    if [ -d /sys/fs/cgroup/unified ]; then
+      run_rt crun "$(command -v crun)" unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' sh
+    else
+      run_rt crun "$(command -v crun)"
+    fi
+    left=$((left - THIS_ROUND))
+  done
 } > "$W/results"
 echo "Date: $(date -u +%Y-%m-%dT%H:%MZ); machine: $(uname -m), $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), kernel $(uname -r); $RUNS runs each"
 echo
 echo "| runtime | create→start→wait→delete min / median / max (ms) | run min / median / max (ms) | peak RSS of the runtime (KiB) |"
 echo "|---|---|---|---|"
 python3 - "$W/results" <<'PY'
-import json, sys
+import json, statistics, sys
+rts = {}
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    f = lambda t: " / ".join(f"{x:.1f}" for x in t)
-    print(f"| {r['name']} | {f(r['cycle'])} | {f(r['run'])} | {r['peak_rss_kib']} |")
+    a = rts.setdefault(r["name"], {"cycle": [], "run": [], "peak": 0})
+    a["cycle"] += r["cycle"]
+    a["run"] += r["run"]
+    a["peak"] = max(a["peak"], r["peak_rss_kib"])
+f = lambda t: " / ".join(f"{x:.1f}" for x in (min(t), statistics.median(t), max(t)))
+for name, a in rts.items():
+    print(f"| {name} | {f(a['cycle'])} | {f(a['run'])} | {a['peak']} |")
 PY

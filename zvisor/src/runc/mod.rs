@@ -2,93 +2,44 @@
 
 mod cli;
 mod cmds;
+mod log;
 mod templates;
 
-use std::io::Write;
+use cli::Parsed;
 
-use clap::Parser;
-
-use cli::Cli;
-
-/// Entry point when the binary is invoked as `zvisor-runc`.
+/// Entry point of `zvisor-runc`.
 pub fn main() -> i32 {
-    let args = cli::normalize_args(std::env::args().collect());
-    let cli = match Cli::try_parse_from(args) {
-        Ok(c) => c,
+    let cli = match cli::parse(std::env::args().skip(1)) {
+        Ok(Parsed::Cli(c)) => *c,
+        Ok(Parsed::Print(text)) => {
+            print!("{text}");
+            return 0;
+        }
         Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
-            let _ = e.print();
-            return code;
+            eprintln!("zvisor-runc: {e} (see zvisor-runc --help)");
+            return 1;
         }
     };
-    init_logging(&cli);
+    let env = std::env::var("ZVISOR_LOG").ok();
+    let logger = log::Logger::new(
+        cli.log.as_deref(),
+        &cli.log_format,
+        log::level(cli.debug, env.as_deref()),
+    );
+    // Leaked: it lives as long as the process; `tracing` wants 'static.
+    let logger: &'static log::Logger = Box::leak(Box::new(logger));
+    let _ = tracing::subscriber::set_global_default(logger);
     match cmds::dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {
-            report_error(&cli, &format!("{e:#}"));
+            // On stderr for people, and in the `--log` file, where conmon and
+            // containerd read it (`msg` of the JSON line).
+            let msg = format!("{e:#}");
+            eprintln!("zvisor-runc: {msg}");
+            if logger.has_file() {
+                logger.write(tracing::Level::ERROR, &msg);
+            }
             1
         }
-    }
-}
-
-fn init_logging(cli: &Cli) {
-    use tracing_subscriber::filter::LevelFilter;
-    use tracing_subscriber::prelude::*;
-    // A plain level filter unless ZVISOR_LOG asks for more: EnvFilter's
-    // directive parsing costs about a megabyte of RSS per invocation.
-    let level = if cli.debug {
-        LevelFilter::DEBUG
-    } else {
-        LevelFilter::WARN
-    };
-    let file = cli.log.as_ref().and_then(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .ok()
-    });
-    let layer = tracing_subscriber::fmt::layer().with_ansi(false);
-    let layer = match file {
-        Some(f) => layer.with_writer(std::sync::Mutex::new(f)).boxed(),
-        None => layer.with_writer(std::io::stderr).boxed(),
-    };
-    match std::env::var("ZVISOR_LOG") {
-        Ok(spec) => {
-            let filter = tracing_subscriber::EnvFilter::try_new(spec)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-            tracing_subscriber::registry()
-                .with(layer.with_filter(filter))
-                .init();
-        }
-        Err(_) => tracing_subscriber::registry()
-            .with(layer.with_filter(level))
-            .init(),
-    }
-}
-
-/// Writes the error to stderr and, when `--log` is set, to the log file in
-/// the requested format (conmon and containerd read `msg` from JSON lines).
-fn report_error(cli: &Cli, msg: &str) {
-    eprintln!("zvisor-runc: {msg}");
-    let Some(path) = &cli.log else {
-        return;
-    };
-    let line = if cli.log_format == "json" {
-        serde_json::json!({
-            "level": "error",
-            "msg": msg,
-            "time": zvisor_containers::state::now_rfc3339(),
-        })
-        .to_string()
-    } else {
-        format!("level=error msg={msg:?}")
-    };
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        let _ = writeln!(f, "{line}");
     }
 }
