@@ -29,4 +29,5 @@ cd "$(dirname "$0")/../.."
 ci/assets.sh
 export ZVISOR_REQUIRE_RUNG2=${ZVISOR_REQUIRE_RUNG2:-1}
 # One test at a time: TCG guests are CPU-bound.
-cargo test -p zvisor-qemu-tests -- --test-threads=1 --nocapture
+# --no-fail-fast: one failing test binary must not hide the others' results.
+cargo test -p zvisor-qemu-tests --no-fail-fast -- --test-threads=1 --nocapture
