@@ -12,7 +12,7 @@ use common::Guest;
 use zvisor_vmm::virtio::console::{Console, ConsoleBackend, F_EMERG_WRITE};
 use zvisor_vmm::virtio::mmio::regs;
 use zvisor_vmm::virtio::rng::Rng;
-use zvisor_vmm::virtio::{features, types};
+use zvisor_vmm::virtio::{features, types, VirtioDevice};
 
 #[test]
 fn rng_fills_buffers_with_fresh_entropy() {
@@ -195,6 +195,12 @@ fn rng_event_idx() {
 #[test]
 fn console_event_idx() {
     let (c, mut host_in, mut host_out) = console();
+    assert_eq!(
+        c.features() & features::RING_EVENT_IDX,
+        0,
+        "not offered by default"
+    );
+    let c = c.offer_event_idx();
     host_out
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
