@@ -51,7 +51,9 @@ pub struct GuestBinaries {
     pub tests: Vec<(String, PathBuf)>,
 }
 
-fn static_cargo(arch: GuestArch, subcommand: &str) -> Command {
+/// `cargo <subcommand> --release --target <arch>` for static guest executables
+/// (shared with `vmmtests`).
+pub(crate) fn static_cargo(arch: GuestArch, subcommand: &str) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(repo_root())

@@ -9,7 +9,9 @@
 //! - `qemu`: runs a guest with its console on a pipe and a timeout;
 //! - `serial`: parses `zvisor-init`'s result lines;
 //! - `memory`: the MemTotal bound for a given RAM size and kernel;
-//! - `nested`: rung 2, L2 microVMs under zvisor inside an L1 with KVM.
+//! - `nested`: rung 2, L2 microVMs under zvisor inside an L1 with KVM;
+//! - `vmmtests`: the virtio device models' in-process tests, cross-built,
+//!   run inside an emulated s390x or aarch64 guest (io_uring, tap).
 
 pub mod arch;
 pub mod assets;
@@ -20,6 +22,7 @@ pub mod memory;
 pub mod nested;
 pub mod qemu;
 pub mod serial;
+pub mod vmmtests;
 
 pub use arch::GuestArch;
 

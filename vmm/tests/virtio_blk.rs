@@ -365,6 +365,13 @@ fn ioeventfd_notification_path() {
     );
 }
 
+/// True when `ZVISOR_REQUIRE_IO_URING=1`: the kernel must offer io_uring
+/// and every engine test must run its io_uring half. The emulated s390x and
+/// arm64 guests of `qemu-tests` (`vmmtests`) set it.
+fn io_uring_required() -> bool {
+    std::env::var("ZVISOR_REQUIRE_IO_URING").is_ok_and(|v| v == "1")
+}
+
 /// The engines a test can run here: sync always; io_uring where the kernel
 /// has it (natively on this machine; not under qemu-user, where `Auto`
 /// must then fall back to sync).
@@ -374,12 +381,37 @@ fn engines(path: &std::path::Path) -> Vec<IoEngine> {
     match b.set_io_engine(IoEngine::Uring) {
         Ok(()) => v.push(IoEngine::Uring),
         Err(e) => {
+            assert!(
+                !io_uring_required(),
+                "ZVISOR_REQUIRE_IO_URING=1 but io_uring is unavailable: {e}"
+            );
             assert!(b.set_io_engine(IoEngine::Auto).is_ok());
             assert_eq!(b.io_engine(), Some(IoEngine::Sync), "Auto falls back");
             eprintln!("SKIP io_uring engine: {e}");
         }
     }
     v
+}
+
+/// `Auto`, the default engine, agrees with what the kernel allows: io_uring
+/// where a ring can be set up, else sync; with `ZVISOR_REQUIRE_IO_URING=1`
+/// it must be io_uring. Prints the engine for the emulated-guest harness.
+#[test]
+fn auto_engine_matches_the_kernel() {
+    let dir = TempDir::new("blk");
+    let p = image(&dir, "a.img", 8);
+    let auto = disk(&p, true, None).io_engine();
+    let uring_ok = disk(&p, true, None).set_io_engine(IoEngine::Uring).is_ok();
+    let want = if uring_ok {
+        IoEngine::Uring
+    } else {
+        IoEngine::Sync
+    };
+    assert_eq!(auto, Some(want), "Block::new's default engine");
+    if io_uring_required() {
+        assert_eq!(auto, Some(IoEngine::Uring), "ZVISOR_REQUIRE_IO_URING=1");
+    }
+    eprintln!("ZVTEST-ENGINE auto_engine_matches_the_kernel {want:?} ok");
 }
 
 /// A batch of mixed requests in one kick, as blk-mq sends them: writes,
@@ -457,6 +489,7 @@ fn engines_serve_mixed_batches() {
         }
         d.writel(zvisor_vmm::virtio::mmio::regs::STATUS, 0);
         assert_eq!(std::fs::read(&p).unwrap(), want, "{engine:?}: image");
+        eprintln!("ZVTEST-ENGINE engines_serve_mixed_batches {engine:?} ok");
     }
 }
 
@@ -493,6 +526,7 @@ fn engines_report_a_shrunken_image() {
             "{engine:?}"
         );
         assert_eq!(d.status() & status::NEEDS_RESET, 0);
+        eprintln!("ZVTEST-ENGINE engines_report_a_shrunken_image {engine:?} ok");
     }
 }
 

@@ -1,0 +1,432 @@
+//! The virtio device models' in-process driver tests (`vmm/tests/*.rs`)
+//! inside an emulated guest of another architecture, so their host side
+//! (virtio-blk's io_uring engine, the tap of virtio-net, vsock's Unix
+//! sockets, the epoll workers) runs on a real s390x (big-endian) or arm64
+//! kernel rather than under qemu-user, which has no io_uring.
+//!
+//! The test executables are cross-built statically (as `containers` does
+//! it), packed with busybox-static of that architecture and the kernel's
+//! `tun` module, and run one per `exec` step by `zvisor-init` under
+//! `qemu-system-<arch>` TCG (no KVM: the tests drive the devices
+//! in-process). The host parses each executable's libtest output from the
+//! console and checks that the io_uring engine really ran.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use zvisor_mkinitramfs::{write_image_file, FileSpec, ImageSpec, Module, ModuleIndex};
+
+use crate::arch::GuestArch;
+use crate::assets::{repo_root, KernelAssets};
+use crate::binaries::{build_static, check_static};
+use crate::containers::{busybox, exec_name, exec_outputs, static_cargo, GuestRun};
+use crate::libtest::{self, Report, Status};
+use crate::qemu::QemuSpec;
+use crate::serial::{Kind, Transcript};
+
+/// Seconds one test executable may take inside the guest.
+pub const EXEC_TIMEOUT_SECS: u64 = 600;
+
+/// The environment variable that makes `virtio_blk` fail where io_uring is
+/// unavailable (set by `vmm-run.sh` in the guest).
+pub const REQUIRE_IO_URING_ENV: &str = "ZVISOR_REQUIRE_IO_URING";
+
+/// virtio_blk tests that must report, on lines of their own,
+/// `ZVTEST-ENGINE <test> Uring ok`: proof that their io_uring half ran.
+pub const URING_TESTS: [&str; 3] = [
+    "auto_engine_matches_the_kernel",
+    "engines_serve_mixed_batches",
+    "engines_report_a_shrunken_image",
+];
+
+/// Tests that may skip inside the guest, with the reason. None today:
+/// every test, virtio_net's tap tests included, must run.
+pub const ALLOWED_SKIPS: [&str; 0] = [];
+
+/// The cross-built executables for one architecture.
+#[derive(Debug, Clone)]
+pub struct VmmBinaries {
+    /// Static `zvisor-init`.
+    pub init: PathBuf,
+    /// Static integration-test executables: (test target name, path).
+    pub tests: Vec<(String, PathBuf)>,
+}
+
+/// Builds `zvisor-init` and the `zvisor-vmm` integration tests statically
+/// for `arch` (release profile, the static-guest target directory).
+pub fn build(arch: GuestArch) -> Result<VmmBinaries, String> {
+    let init = build_static(arch, &["zvisor-init"], false)?.join("zvisor-init");
+    let out = static_cargo(arch, "test")
+        .args(["--no-run", "--message-format=json"])
+        .args(["-p", "zvisor-vmm", "--test", "*"])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "static build of the zvisor-vmm tests for {} failed: {}",
+            arch.name(),
+            out.status
+        ));
+    }
+    let tests = crate::containers::test_executables(&String::from_utf8_lossy(&out.stdout));
+    if !tests.iter().any(|(n, _)| n == "virtio_blk") {
+        return Err(format!(
+            "cargo built no virtio_blk test executable (got {:?})",
+            tests.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        ));
+    }
+    for p in std::iter::once(&init).chain(tests.iter().map(|(_, p)| p)) {
+        check_static(p)?;
+    }
+    Ok(VmmBinaries { init, tests })
+}
+
+/// The modules the guest loads: `tun` and its dependencies, or nothing when
+/// the kernel has tun built in (`modules.builtin`).
+pub fn modules(k: &KernelAssets) -> Result<Vec<Module>, String> {
+    let idx = ModuleIndex::scan(&k.modules).map_err(|e| format!("modules: {e}"))?;
+    if idx.path("tun").is_none() {
+        let builtin =
+            std::fs::read_to_string(k.modules.join("modules.builtin")).unwrap_or_default();
+        if builtin.lines().any(|l| l.ends_with("/tun.ko")) {
+            return Ok(Vec::new());
+        }
+        return Err(format!(
+            "kernel {} has tun neither as a module nor built in",
+            k.kver
+        ));
+    }
+    idx.resolve(&["tun".to_string()])
+        .map_err(|e| format!("modules: {e}"))
+}
+
+/// `/etc/zvisor/init.conf`: report, set up, run each test executable, then
+/// print the kernel's last messages.
+pub fn init_conf(tag: &str, names: &[String]) -> String {
+    let mut c = format!("tag {tag}\nreport\nexec setup 120 0 /bin/busybox sh /zvtest/setup.sh\n");
+    for n in names {
+        c.push_str(&format!(
+            "exec {} {EXEC_TIMEOUT_SECS} 0 /bin/busybox sh /zvtest/run.sh {n}\n",
+            exec_name(n)
+        ));
+    }
+    c.push_str("exec dmesg 30 0 /bin/busybox sh -c \"dmesg | tail -n 40\"\n");
+    c
+}
+
+/// Writes the guest's initramfs to `path`.
+pub fn write_initramfs(
+    bins: &VmmBinaries,
+    busybox: &Path,
+    modules: Vec<Module>,
+    tag: &str,
+    path: &Path,
+) -> Result<u64, String> {
+    let guest = repo_root().join("qemu-tests").join("guest");
+    let read = |n: &str| {
+        std::fs::read(guest.join(n)).map_err(|e| format!("{}: {e}", guest.join(n).display()))
+    };
+    let mut files = vec![FileSpec {
+        src: busybox.to_path_buf(),
+        dst: "/bin/busybox".into(),
+    }];
+    for (n, p) in &bins.tests {
+        files.push(FileSpec {
+            src: p.clone(),
+            dst: format!("/zvtest/bin/{n}"),
+        });
+    }
+    let names: Vec<String> = bins.tests.iter().map(|(n, _)| n.clone()).collect();
+    let spec = ImageSpec {
+        init: Some(bins.init.clone()),
+        files,
+        texts: vec![
+            (
+                "/etc/zvisor/init.conf".into(),
+                init_conf(tag, &names).into_bytes(),
+            ),
+            ("/zvtest/setup.sh".into(), read("vmm-setup.sh")?),
+            ("/zvtest/run.sh".into(), read("vmm-run.sh")?),
+            ("/zvtest/sbin/ip".into(), read("vmm-ip.sh")?),
+        ],
+        modules,
+    };
+    write_image_file(&spec, path).map_err(|e| format!("initramfs: {e}"))
+}
+
+/// Our tests that cannot run somewhere print `SKIP <what>: <why>` (libtest
+/// still counts them as passed); this turns such a line into the
+/// `SKIPPED: <what>: <why>` that [`libtest::parse`] reports as a skip,
+/// also when it follows a test's `test NAME ... ` on the same line.
+pub fn normalize_skip(line: &str) -> String {
+    let skip = |s: &str| {
+        s.trim_start()
+            .strip_prefix("SKIP ")
+            .map(|rest| format!("SKIPPED: {rest}"))
+    };
+    if let Some((head, after)) = line
+        .strip_prefix("test ")
+        .and_then(|r| r.split_once(" ... "))
+    {
+        if let Some(s) = skip(after) {
+            return format!("test {head} ... {s}");
+        }
+        return line.to_string();
+    }
+    skip(line).unwrap_or_else(|| line.to_string())
+}
+
+/// Parses one executable's output lines (skips normalized).
+pub fn parse_report(lines: &[String]) -> Report {
+    let norm: Vec<String> = lines.iter().map(|l| normalize_skip(l)).collect();
+    libtest::parse(norm.iter().map(String::as_str))
+}
+
+/// `ZVTEST-INFO key=value ...` fields printed by `step` (the last
+/// occurrence of each key wins).
+pub fn info(lines: &[String], key: &str) -> Option<String> {
+    lines
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("ZVTEST-INFO "))
+        .flat_map(str::split_whitespace)
+        .filter_map(|w| w.split_once('='))
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_string())
+        .last()
+}
+
+/// What this harness checks beyond [`GuestRun::problems`]: tun loaded and
+/// usable, io_uring not disabled, the io_uring half of every engine test
+/// run, and every virtio_net test passed (not skipped).
+pub fn vmm_problems(run: &GuestRun, tag: &str, modules: &[Module]) -> Vec<String> {
+    let mut p = run.problems(tag, &ALLOWED_SKIPS);
+    let outputs = exec_outputs(&run.qemu.output);
+    let t = Transcript::parse(&run.qemu.output);
+    for m in modules {
+        let name = m
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split(".ko").next())
+            .unwrap_or("?");
+        match t.find(Kind::Result, tag, "module", name) {
+            Some(r) if r.get("status") == Some("ok") => {}
+            Some(r) => p.push(format!("module {name}: {}", r.raw)),
+            None => p.push(format!("module {name} was not loaded")),
+        }
+    }
+    let setup = outputs.get("setup").cloned().unwrap_or_default();
+    match info(&setup, "tun").as_deref() {
+        Some("yes") => {}
+        other => p.push(format!("/dev/net/tun missing in the guest ({other:?})")),
+    }
+    match info(&setup, "io_uring_disabled").as_deref() {
+        // Linux 6.1 has no such sysctl: io_uring is then simply on.
+        Some("0" | "absent") => {}
+        other => p.push(format!("io_uring_disabled is {other:?}")),
+    }
+    let blk = outputs
+        .get(&exec_name("virtio_blk"))
+        .cloned()
+        .unwrap_or_default();
+    for test in URING_TESTS {
+        let want = format!("ZVTEST-ENGINE {test} Uring ok");
+        if !blk.iter().any(|l| l.trim() == want) {
+            p.push(format!(
+                "virtio_blk::{test} did not run the io_uring engine"
+            ));
+        }
+    }
+    match run.reports.iter().find(|(n, _)| n == "virtio_net") {
+        Some((_, r)) if r.passed() >= 4 => {}
+        Some((_, r)) => p.push(format!(
+            "virtio_net: only {} tests passed (4 tap tests expected)",
+            r.passed()
+        )),
+        None => p.push("no virtio_net executable ran".into()),
+    }
+    p
+}
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct VmmPlan {
+    /// Guest architecture.
+    pub arch: GuestArch,
+    /// vCPUs.
+    pub cpus: u32,
+    /// RAM in MiB.
+    pub memory_mib: u64,
+    /// Overall QEMU timeout.
+    pub timeout: Duration,
+    /// Result-line tag.
+    pub tag: String,
+}
+
+impl VmmPlan {
+    /// 2 vCPUs, 1 GiB, 20 minutes at most.
+    pub fn new(arch: GuestArch) -> Self {
+        Self {
+            arch,
+            cpus: 2,
+            memory_mib: 1024,
+            timeout: Duration::from_secs(1200),
+            tag: format!("vmm-{}", arch.name()),
+        }
+    }
+
+    /// Builds, packs and boots; parses every test executable's output.
+    /// Returns the run and the modules packed.
+    pub fn run(&self, k: &KernelAssets, workdir: &Path) -> Result<(GuestRun, Vec<Module>), String> {
+        let t = Instant::now();
+        let bins = build(self.arch)?;
+        let build_time = t.elapsed();
+        let bb = busybox(self.arch)?;
+        let mods = modules(k)?;
+        let initrd = workdir.join("initrd.cpio");
+        write_initramfs(&bins, &bb, mods.clone(), &self.tag, &initrd)?;
+        let log = workdir.join("console.log");
+        let spec = QemuSpec {
+            arch: self.arch,
+            nested: false,
+            kernel: k.fast_kernel().to_path_buf(),
+            initrd,
+            // loglevel=1 keeps kernel messages from splitting test output;
+            // the dmesg step shows them at the end.
+            append: format!("panic=-1 loglevel=1 zvisor.tag={}", self.tag),
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
+            timeout: self.timeout,
+            silence_timeout: Some(Duration::from_secs(EXEC_TIMEOUT_SECS / 2)),
+            log: Some(log.clone()),
+            echo: std::env::var_os("ZVISOR_QEMU_ECHO").is_some(),
+            extra: Vec::new(),
+        };
+        let qemu = spec.run()?;
+        let outputs = exec_outputs(&qemu.output);
+        let reports = bins
+            .tests
+            .iter()
+            .map(|(n, _)| {
+                let lines = outputs.get(&exec_name(n)).cloned().unwrap_or_default();
+                (n.clone(), parse_report(&lines))
+            })
+            .collect();
+        Ok((
+            GuestRun {
+                qemu,
+                reports,
+                log,
+                build_time,
+            },
+            mods,
+        ))
+    }
+}
+
+/// Boots `arch`, runs every zvisor-vmm test executable in it and asserts a
+/// clean run (the body of `s390x_virtio_devices` and
+/// `aarch64_virtio_devices`).
+pub fn run_and_check(arch: GuestArch) {
+    let Some(k) = crate::prerequisites(arch) else {
+        return;
+    };
+    if let Err(e) = busybox(arch) {
+        crate::skip(&e);
+        return;
+    }
+    let plan = VmmPlan::new(arch);
+    let dir = crate::workdir(&plan.tag);
+    let (run, mods) = plan
+        .run(&k, &dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", plan.tag));
+    let problems = vmm_problems(&run, &plan.tag, &mods);
+    let (passed, skipped, failed) = run.totals();
+    let setup = exec_outputs(&run.qemu.output)
+        .remove("setup")
+        .unwrap_or_default();
+    let show = |k: &str| info(&setup, k).unwrap_or_else(|| "?".into());
+    eprintln!(
+        "{}: kernel {} ({}), io_uring_disabled={}, tun={}: {passed} passed, {skipped} skipped, {failed} failed; build {:.1} s, QEMU run {:.1} s ({} vCPUs, {} MiB); console in {}\n{}",
+        plan.tag,
+        show("kernel"),
+        show("machine"),
+        show("io_uring_disabled"),
+        show("tun"),
+        run.build_time.as_secs_f64(),
+        run.qemu.elapsed.as_secs_f64(),
+        plan.cpus,
+        plan.memory_mib,
+        run.log.display(),
+        run.table()
+    );
+    for (n, r) in &run.reports {
+        if r.tests.iter().any(|t| t.status == Status::Failed) {
+            eprintln!("{n}: {:?}", r.problem());
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}: {}\n(console in {})",
+        plan.tag,
+        problems.join("\n"),
+        run.log.display()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_lines_become_skipped() {
+        assert_eq!(
+            normalize_skip("SKIP tap_traffic: no /dev/net/tun"),
+            "SKIPPED: tap_traffic: no /dev/net/tun"
+        );
+        assert_eq!(
+            normalize_skip("test x ... SKIP io_uring engine: ENOSYS"),
+            "test x ... SKIPPED: io_uring engine: ENOSYS"
+        );
+        assert_eq!(normalize_skip("test x ... ok"), "test x ... ok");
+        assert_eq!(normalize_skip("SKIPPED: already"), "SKIPPED: already");
+        assert_eq!(normalize_skip("nothing SKIP here"), "nothing SKIP here");
+        let lines: Vec<String> =
+            "running 2 tests\ntest a ... SKIP a: no tap\nok\ntest b ... ok\n\n\
+             test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n"
+                .lines()
+                .map(String::from)
+                .collect();
+        let r = parse_report(&lines);
+        assert_eq!(r.problem(), None);
+        assert_eq!(r.tests[0].status, Status::Skipped("a: no tap".into()));
+        assert_eq!((r.passed(), r.skipped()), (1, 1));
+    }
+
+    #[test]
+    fn info_fields_last_wins() {
+        let lines = vec![
+            "ZVTEST-INFO tun=no machine=s390x".to_string(),
+            "other".to_string(),
+            "ZVTEST-INFO tun=yes io_uring_disabled=absent".to_string(),
+        ];
+        assert_eq!(info(&lines, "tun").as_deref(), Some("yes"));
+        assert_eq!(info(&lines, "machine").as_deref(), Some("s390x"));
+        assert_eq!(info(&lines, "io_uring_disabled").as_deref(), Some("absent"));
+        assert_eq!(info(&lines, "kernel"), None);
+    }
+
+    #[test]
+    fn init_conf_runs_setup_then_each_executable() {
+        let c = init_conf("vmm", &["virtio_blk".into(), "virtio_net".into()]);
+        let lines: Vec<&str> = c.lines().collect();
+        assert_eq!(lines[..2], ["tag vmm", "report"]);
+        assert!(lines[2].starts_with("exec setup ") && lines[2].ends_with("setup.sh"));
+        assert!(lines[3].starts_with("exec t-virtio_blk 600 0 "));
+        assert!(lines[3].ends_with("run.sh virtio_blk"));
+        assert!(lines[4].ends_with("run.sh virtio_net"));
+        assert!(lines[5].starts_with("exec dmesg "));
+    }
+}
