@@ -197,6 +197,14 @@ pub fn info(lines: &[String], key: &str) -> Option<String> {
         .last()
 }
 
+/// True when console line `line` is virtio_blk's `ZVTEST-ENGINE <test>
+/// Uring ok`, on a line of its own or right after libtest's `test NAME ... `.
+pub fn ran_uring(line: &str, test: &str) -> bool {
+    let want = format!("ZVTEST-ENGINE {test} Uring ok");
+    let line = line.trim();
+    line == want || line.ends_with(&format!(" ... {want}"))
+}
+
 /// What this harness checks beyond [`GuestRun::problems`]: tun loaded and
 /// usable, io_uring not disabled, the io_uring half of every engine test
 /// run, and every virtio_net test passed (not skipped).
@@ -232,8 +240,7 @@ pub fn vmm_problems(run: &GuestRun, tag: &str, modules: &[Module]) -> Vec<String
         .cloned()
         .unwrap_or_default();
     for test in URING_TESTS {
-        let want = format!("ZVTEST-ENGINE {test} Uring ok");
-        if !blk.iter().any(|l| l.trim() == want) {
+        if !blk.iter().any(|l| ran_uring(l, test)) {
             p.push(format!(
                 "virtio_blk::{test} did not run the io_uring engine"
             ));
@@ -403,6 +410,28 @@ mod tests {
         assert_eq!(r.problem(), None);
         assert_eq!(r.tests[0].status, Status::Skipped("a: no tap".into()));
         assert_eq!((r.passed(), r.skipped()), (1, 1));
+    }
+
+    #[test]
+    fn uring_markers_alone_or_after_the_test_name() {
+        let t = "engines_serve_mixed_batches";
+        assert!(ran_uring(
+            "ZVTEST-ENGINE engines_serve_mixed_batches Uring ok\r",
+            t
+        ));
+        assert!(ran_uring(
+            "test engines_serve_mixed_batches ... ZVTEST-ENGINE engines_serve_mixed_batches Uring ok",
+            t
+        ));
+        assert!(!ran_uring(
+            "ZVTEST-ENGINE engines_serve_mixed_batches Sync ok",
+            t
+        ));
+        assert!(!ran_uring("ZVTEST-ENGINE other_test Uring ok", t));
+        assert!(!ran_uring(
+            "xZVTEST-ENGINE engines_serve_mixed_batches Uring ok",
+            t
+        ));
     }
 
     #[test]
