@@ -19,6 +19,12 @@
 #    Debian's s390x / arm64 kernel under qemu-system TCG (emulated z, no
 #    KVM), once with the hybrid cgroup layout and once with pure cgroup v2;
 #    busybox-static of each arch comes from ci/assets.sh.
+#  - s390x_virtio_devices / aarch64_virtio_devices: zvisor-vmm's in-process
+#    virtio device tests (vmm/tests/*.rs), built statically for s390x /
+#    aarch64, run inside Debian's s390x / arm64 kernel under qemu-system TCG
+#    in one boot per arch (~25 s of QEMU each): io_uring is required there
+#    (ZVISOR_REQUIRE_IO_URING=1) and checked to have served virtio-blk,
+#    tun.ko is loaded so virtio_net's tap tests run; any skip fails.
 #  - x86_64_channel: --channel socket/file and a named port with Debian's
 #    virtio_console in L2 (64 KiB echo with sha256, reconnect).
 #  - aarch64_fdt: Debian's arm64 kernel under QEMU virt TCG boots from
