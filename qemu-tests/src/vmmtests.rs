@@ -257,6 +257,18 @@ pub fn vmm_problems(run: &GuestRun, tag: &str, modules: &[Module]) -> Vec<String
     p
 }
 
+/// Each test executable's parsed report from the console transcript.
+pub fn reports(names: &[String], console: &str) -> Vec<(String, Report)> {
+    let outputs = exec_outputs(console);
+    names
+        .iter()
+        .map(|n| {
+            let lines = outputs.get(&exec_name(n)).cloned().unwrap_or_default();
+            (n.clone(), parse_report(&lines))
+        })
+        .collect()
+}
+
 /// What to boot.
 #[derive(Debug, Clone)]
 pub struct VmmPlan {
@@ -312,15 +324,8 @@ impl VmmPlan {
             extra: Vec::new(),
         };
         let qemu = spec.run()?;
-        let outputs = exec_outputs(&qemu.output);
-        let reports = bins
-            .tests
-            .iter()
-            .map(|(n, _)| {
-                let lines = outputs.get(&exec_name(n)).cloned().unwrap_or_default();
-                (n.clone(), parse_report(&lines))
-            })
-            .collect();
+        let names: Vec<String> = bins.tests.iter().map(|(n, _)| n.clone()).collect();
+        let reports = reports(&names, &qemu.output);
         Ok((
             GuestRun {
                 qemu,
@@ -410,6 +415,101 @@ mod tests {
         assert_eq!(r.problem(), None);
         assert_eq!(r.tests[0].status, Status::Skipped("a: no tap".into()));
         assert_eq!((r.passed(), r.skipped()), (1, 1));
+    }
+
+    /// A console as the guest prints it: tun loaded, setup facts, one
+    /// virtio_blk run (io_uring markers as given) and a virtio_net run
+    /// (test lines as given).
+    fn console(tun: &str, blk_uring: bool, net: &[&str]) -> String {
+        let mut c = String::from(
+            "ZVISOR-RESULT tag=v module=tun status=ok elapsed_ms=1\n\
+             ZVISOR-RESULT tag=v exec=setup final=ok attempts=1\n",
+        );
+        c.push_str(&format!(
+            "[setup] ZVTEST-INFO machine=s390x tun={tun} io_uring_disabled=absent\n"
+        ));
+        let eng = if blk_uring { "Uring" } else { "Sync" };
+        c.push_str("[t-virtio_blk] running 3 tests\n");
+        for t in URING_TESTS {
+            c.push_str(&format!(
+                "[t-virtio_blk] test {t} ... ZVTEST-ENGINE {t} Sync ok\n[t-virtio_blk] ZVTEST-ENGINE {t} {eng} ok\n[t-virtio_blk] ok\n"
+            ));
+        }
+        c.push_str("[t-virtio_blk] test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n");
+        c.push_str("ZVISOR-RESULT tag=v exec=t-virtio_blk final=ok attempts=1\n");
+        c.push_str(&format!("[t-virtio_net] running {} tests\n", net.len()));
+        for l in net {
+            c.push_str(&format!("[t-virtio_net] {l}\n"));
+        }
+        c.push_str(&format!(
+            "[t-virtio_net] test result: ok. {} passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n",
+            net.len()
+        ));
+        c.push_str("ZVISOR-RESULT tag=v exec=t-virtio_net final=ok attempts=1\n");
+        c
+    }
+
+    fn problems_of(console: String) -> Vec<String> {
+        let names = ["virtio_blk".to_string(), "virtio_net".to_string()];
+        let run = GuestRun {
+            reports: reports(&names, &console),
+            qemu: crate::qemu::QemuRun {
+                output: console,
+                stderr: String::new(),
+                exit_code: Some(0),
+                timed_out: false,
+                stalled: false,
+                elapsed: Duration::from_secs(1),
+            },
+            log: PathBuf::from("/dev/null"),
+            build_time: Duration::ZERO,
+        };
+        let tun = Module {
+            name: "tun".into(),
+            path: PathBuf::from("/m/kernel/drivers/net/tun.ko"),
+            depends: Vec::new(),
+        };
+        vmm_problems(&run, "v", &[tun])
+    }
+
+    const NET_OK: [&str; 4] = [
+        "test a ... ok",
+        "test b ... ok",
+        "test c ... ok",
+        "test d ... ok",
+    ];
+
+    #[test]
+    fn clean_transcript_has_no_problems() {
+        assert_eq!(
+            problems_of(console("yes", true, &NET_OK)),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn sync_only_missing_tun_and_skipped_taps_are_problems() {
+        let p = problems_of(console("yes", false, &NET_OK));
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].contains("did not run the io_uring engine"), "{p:?}");
+        let p = problems_of(console("no", true, &NET_OK));
+        assert!(p.iter().any(|x| x.contains("/dev/net/tun")), "{p:?}");
+        let skipped = [
+            "test a ... SKIP a: cannot open /dev/net/tun",
+            "ok",
+            "test b ... ok",
+            "test c ... ok",
+            "test d ... ok",
+        ];
+        let p = problems_of(console("yes", true, &skipped));
+        assert!(
+            p.iter()
+                .any(|x| x.contains("virtio_net::a skipped unexpectedly")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|x| x.contains("only 3 tests passed")), "{p:?}");
+        let unloaded = console("yes", true, &NET_OK).replace("status=ok", "status=error:2");
+        assert!(problems_of(unloaded)[0].starts_with("module tun:"));
     }
 
     #[test]
