@@ -184,8 +184,8 @@ pub fn parse_report(lines: &[String]) -> Report {
     libtest::parse(norm.iter().map(String::as_str))
 }
 
-/// `ZVTEST-INFO key=value ...` fields printed by `step` (the last
-/// occurrence of each key wins).
+/// The value of `key` in the `ZVTEST-INFO key=value ...` lines among
+/// `lines` (the last occurrence wins).
 pub fn info(lines: &[String], key: &str) -> Option<String> {
     lines
         .iter()
@@ -194,7 +194,7 @@ pub fn info(lines: &[String], key: &str) -> Option<String> {
         .filter_map(|w| w.split_once('='))
         .filter(|(k, _)| *k == key)
         .map(|(_, v)| v.to_string())
-        .last()
+        .next_back()
 }
 
 /// True when console line `line` is virtio_blk's `ZVTEST-ENGINE <test>
