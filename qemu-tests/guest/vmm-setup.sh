@@ -2,9 +2,12 @@
 # the zvisor-vmm integration tests (built for this architecture) drive the
 # virtio device models in-process: busybox applets, /dev/net/tun for
 # virtio_net's taps (zvisor-init loaded tun.ko from /etc/zvisor/modules;
-# devtmpfs normally creates the node), loopback up, and the facts the host
-# checks: whether tun and io_uring are usable.
+# devtmpfs normally creates the node), loopback up, the ext4 disk that
+# QEMU gives the guest mounted at the argument (virtio_blk's second run
+# keeps its images there), and the facts the host checks: whether tun and
+# io_uring are usable, where ext4 is mounted.
 set -eu
+mnt=${1:?usage: vmm-setup.sh MOUNTPOINT}
 /bin/busybox mkdir -p /usr/bin /sbin /usr/sbin
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -21,5 +24,12 @@ tun=no
 # switch, so io_uring is on whenever the kernel is built with it.
 iud=$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo absent)
 ip link set lo up
+# The only virtio disk (virtio-blk-ccw on s390x, virtio-blk-pci on arm64).
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+ext4=none
+mkdir -p "$mnt"
+if [ -b /dev/vda ] && mount -t ext4 /dev/vda "$mnt"; then ext4=/dev/vda; fi
+echo "ZVTEST-INFO ext4=$ext4"
 echo "ZVTEST-INFO machine=$(uname -m) kernel=$(uname -r) tun=$tun io_uring_disabled=$iud"
 echo "ZVTEST-INFO tmp=$(stat -f -c %T /tmp 2>/dev/null || echo unknown)"

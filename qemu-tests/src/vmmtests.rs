@@ -12,7 +12,7 @@
 //! console and checks that the io_uring engine really ran.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use zvisor_mkinitramfs::{write_image_file, FileSpec, ImageSpec, Module, ModuleIndex};
@@ -83,37 +83,111 @@ pub fn build(arch: GuestArch) -> Result<VmmBinaries, String> {
     Ok(VmmBinaries { init, tests })
 }
 
-/// The modules the guest loads: `tun` and its dependencies, or nothing when
-/// the kernel has tun built in (`modules.builtin`).
-pub fn modules(k: &KernelAssets) -> Result<Vec<Module>, String> {
-    let idx = ModuleIndex::scan(&k.modules).map_err(|e| format!("modules: {e}"))?;
-    if idx.path("tun").is_none() {
-        let builtin =
-            std::fs::read_to_string(k.modules.join("modules.builtin")).unwrap_or_default();
-        if builtin.lines().any(|l| l.ends_with("/tun.ko")) {
-            return Ok(Vec::new());
-        }
-        return Err(format!(
-            "kernel {} has tun neither as a module nor built in",
-            k.kver
-        ));
+/// The second run of `virtio_blk`: its images on ext4 on a virtio disk
+/// that QEMU gives the guest (`TMPDIR` there), so the io_uring engine does
+/// real block I/O through a filesystem, not only tmpfs page-cache copies.
+pub const EXT4_RUN: &str = "virtio_blk_ext4";
+
+/// Where the guest mounts that disk.
+pub const EXT4_MOUNT: &str = "/mnt/ext4";
+
+/// Size of the ext4 image the host makes for it.
+pub const EXT4_MIB: u64 = 64;
+
+/// Modules the guest needs for QEMU's disk: virtio_blk and ext4 on both
+/// (s390x's virtio-ccw transport is built in, `S390_GUEST=y`), plus
+/// virtio_pci on aarch64 (`-M virt` puts `if=virtio` disks on PCI), and
+/// crc32c_generic, which ext4 asks the crypto API for at mount time
+/// (modinfo does not list it: without it the mount fails with "Cannot load
+/// crc32c driver").
+pub fn disk_modules(arch: GuestArch) -> &'static [&'static str] {
+    match arch {
+        GuestArch::Aarch64 => &["virtio_pci", "virtio_blk", "crc32c_generic", "ext4"],
+        GuestArch::S390x | GuestArch::X86_64 => &["virtio_blk", "crc32c_generic", "ext4"],
     }
-    idx.resolve(&["tun".to_string()])
-        .map_err(|e| format!("modules: {e}"))
 }
 
-/// `/etc/zvisor/init.conf`: report, set up, run each test executable, then
-/// print the kernel's last messages.
+/// The modules the guest loads: `tun` (unless the kernel has it built in,
+/// per `modules.builtin`), [`disk_modules`], and their dependencies.
+pub fn modules(k: &KernelAssets, arch: GuestArch) -> Result<Vec<Module>, String> {
+    let idx = ModuleIndex::scan(&k.modules).map_err(|e| format!("modules: {e}"))?;
+    let builtin = std::fs::read_to_string(k.modules.join("modules.builtin")).unwrap_or_default();
+    let is_builtin = |m: &str| {
+        builtin
+            .lines()
+            .any(|l| l.rsplit('/').next() == Some(&format!("{m}.ko")))
+    };
+    let mut want = Vec::new();
+    for m in std::iter::once("tun").chain(disk_modules(arch).iter().copied()) {
+        if idx.path(m).is_some() {
+            want.push(m.to_string());
+        } else if !is_builtin(m) {
+            return Err(format!(
+                "kernel {} has {m} neither as a module nor built in",
+                k.kver
+            ));
+        }
+    }
+    idx.resolve(&want).map_err(|e| format!("modules: {e}"))
+}
+
+/// `/etc/zvisor/init.conf`: report, set up (mounts the ext4 disk), run each
+/// test executable, `virtio_blk` once more on ext4 ([`EXT4_RUN`]), unmount
+/// the disk, then print the kernel's last messages.
 pub fn init_conf(tag: &str, names: &[String]) -> String {
-    let mut c = format!("tag {tag}\nreport\nexec setup 120 0 /bin/busybox sh /zvtest/setup.sh\n");
+    let mut c = format!(
+        "tag {tag}\nreport\nexec setup 120 0 /bin/busybox sh /zvtest/setup.sh {EXT4_MOUNT}\n"
+    );
     for n in names {
         c.push_str(&format!(
             "exec {} {EXEC_TIMEOUT_SECS} 0 /bin/busybox sh /zvtest/run.sh {n}\n",
             exec_name(n)
         ));
     }
+    c.push_str(&format!(
+        "exec {} {EXEC_TIMEOUT_SECS} 0 /bin/busybox sh /zvtest/run.sh virtio_blk {EXT4_MOUNT}\n",
+        exec_name(EXT4_RUN)
+    ));
+    c.push_str(&format!(
+        "exec umount 60 0 /bin/busybox umount {EXT4_MOUNT}\n"
+    ));
     c.push_str("exec dmesg 30 0 /bin/busybox sh -c \"dmesg | tail -n 40\"\n");
     c
+}
+
+/// Makes the ext4 image QEMU gives the guest.
+pub fn make_ext4(path: &Path) -> Result<(), String> {
+    let f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.set_len(EXT4_MIB << 20)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let out = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-L", "zvblk"])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("cannot run mke2fs (install e2fsprogs): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mke2fs {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// `e2fsck -fn` of the image after the guest unmounted it: `None` when
+/// clean, else e2fsck's report.
+pub fn fsck(path: &Path) -> Option<String> {
+    match Command::new("e2fsck").arg("-fn").arg(path).output() {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "e2fsck -fn {}: {}{}",
+            path.display(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )),
+        Err(e) => Some(format!("cannot run e2fsck: {e}")),
+    }
 }
 
 /// Writes the guest's initramfs to `path`.
@@ -205,14 +279,27 @@ pub fn ran_uring(line: &str, test: &str) -> bool {
     line == want || line.ends_with(&format!(" ... {want}"))
 }
 
-/// What this harness checks beyond [`GuestRun::problems`]: tun loaded and
-/// usable, io_uring not disabled, the io_uring half of every engine test
-/// run, and every virtio_net test passed (not skipped).
-pub fn vmm_problems(run: &GuestRun, tag: &str, modules: &[Module]) -> Vec<String> {
+/// One guest run with what the harness needs to judge it.
+#[derive(Debug)]
+pub struct VmmRun {
+    /// The run and its parsed reports.
+    pub run: GuestRun,
+    /// The modules the guest was given.
+    pub modules: Vec<Module>,
+    /// The host's `e2fsck -fn` of the ext4 disk afterwards (`None`: clean).
+    pub fsck: Option<String>,
+}
+
+/// What this harness checks beyond [`GuestRun::problems`]: the modules
+/// loaded, tun usable, io_uring not disabled, the ext4 disk mounted and
+/// clean afterwards, the io_uring half of every engine test run (on tmpfs
+/// and on ext4), and every virtio_net test passed (not skipped).
+pub fn vmm_problems(v: &VmmRun, tag: &str) -> Vec<String> {
+    let run = &v.run;
     let mut p = run.problems(tag, &ALLOWED_SKIPS);
     let outputs = exec_outputs(&run.qemu.output);
     let t = Transcript::parse(&run.qemu.output);
-    for m in modules {
+    for m in &v.modules {
         let name = m
             .path
             .file_name()
@@ -235,15 +322,35 @@ pub fn vmm_problems(run: &GuestRun, tag: &str, modules: &[Module]) -> Vec<String
         Some("0" | "absent") => {}
         other => p.push(format!("io_uring_disabled is {other:?}")),
     }
-    let blk = outputs
-        .get(&exec_name("virtio_blk"))
-        .cloned()
-        .unwrap_or_default();
-    for test in URING_TESTS {
-        if !blk.iter().any(|l| ran_uring(l, test)) {
-            p.push(format!(
-                "virtio_blk::{test} did not run the io_uring engine"
-            ));
+    match info(&setup, "ext4").as_deref() {
+        Some(dev) if dev.starts_with("/dev/") => {}
+        other => p.push(format!("the ext4 disk was not mounted ({other:?})")),
+    }
+    let fs = outputs
+        .get(&exec_name(EXT4_RUN))
+        .and_then(|l| info(l, "fs"));
+    // busybox's `stat -f -c %T` names ext4 "ext2/ext3" (one magic number).
+    if fs.as_deref() != Some("ext2/ext3") {
+        p.push(format!("{EXT4_RUN} ran on {fs:?}, not on the ext4 disk"));
+    }
+    match t.exec_final(tag, "umount") {
+        Some(r) if r.get("final") == Some("ok") => {}
+        _ => p.push(format!("{EXT4_MOUNT} was not unmounted cleanly")),
+    }
+    if let Some(f) = &v.fsck {
+        p.push(f.clone());
+    }
+    for run_name in ["virtio_blk", EXT4_RUN] {
+        let blk = outputs
+            .get(&exec_name(run_name))
+            .cloned()
+            .unwrap_or_default();
+        for test in URING_TESTS {
+            if !blk.iter().any(|l| ran_uring(l, test)) {
+                p.push(format!(
+                    "{run_name}::{test} did not run the io_uring engine"
+                ));
+            }
         }
     }
     match run.reports.iter().find(|(n, _)| n == "virtio_net") {
@@ -296,16 +403,18 @@ impl VmmPlan {
         }
     }
 
-    /// Builds, packs and boots; parses every test executable's output.
-    /// Returns the run and the modules packed.
-    pub fn run(&self, k: &KernelAssets, workdir: &Path) -> Result<(GuestRun, Vec<Module>), String> {
+    /// Builds, packs and boots with a fresh ext4 disk; parses every test
+    /// executable's output and checks the disk afterwards.
+    pub fn run(&self, k: &KernelAssets, workdir: &Path) -> Result<VmmRun, String> {
         let t = Instant::now();
         let bins = build(self.arch)?;
         let build_time = t.elapsed();
         let bb = busybox(self.arch)?;
-        let mods = modules(k)?;
+        let mods = modules(k, self.arch)?;
         let initrd = workdir.join("initrd.cpio");
         write_initramfs(&bins, &bb, mods.clone(), &self.tag, &initrd)?;
+        let disk = workdir.join("ext4.img");
+        make_ext4(&disk)?;
         let log = workdir.join("console.log");
         let spec = QemuSpec {
             arch: self.arch,
@@ -321,20 +430,26 @@ impl VmmPlan {
             silence_timeout: Some(Duration::from_secs(EXEC_TIMEOUT_SECS / 2)),
             log: Some(log.clone()),
             echo: std::env::var_os("ZVISOR_QEMU_ECHO").is_some(),
-            extra: Vec::new(),
+            // virtio-blk-ccw on s390x, virtio-blk-pci on aarch64 virt.
+            extra: vec![
+                "-drive".into(),
+                format!("file={},format=raw,if=virtio", disk.display()),
+            ],
         };
         let qemu = spec.run()?;
-        let names: Vec<String> = bins.tests.iter().map(|(n, _)| n.clone()).collect();
+        let mut names: Vec<String> = bins.tests.iter().map(|(n, _)| n.clone()).collect();
+        names.push(EXT4_RUN.to_string());
         let reports = reports(&names, &qemu.output);
-        Ok((
-            GuestRun {
+        Ok(VmmRun {
+            run: GuestRun {
                 qemu,
                 reports,
                 log,
                 build_time,
             },
-            mods,
-        ))
+            modules: mods,
+            fsck: fsck(&disk),
+        })
     }
 }
 
@@ -351,22 +466,24 @@ pub fn run_and_check(arch: GuestArch) {
     }
     let plan = VmmPlan::new(arch);
     let dir = crate::workdir(&plan.tag);
-    let (run, mods) = plan
+    let v = plan
         .run(&k, &dir)
         .unwrap_or_else(|e| panic!("{}: {e}", plan.tag));
-    let problems = vmm_problems(&run, &plan.tag, &mods);
+    let problems = vmm_problems(&v, &plan.tag);
+    let run = &v.run;
     let (passed, skipped, failed) = run.totals();
     let setup = exec_outputs(&run.qemu.output)
         .remove("setup")
         .unwrap_or_default();
     let show = |k: &str| info(&setup, k).unwrap_or_else(|| "?".into());
     eprintln!(
-        "{}: kernel {} ({}), io_uring_disabled={}, tun={}: {passed} passed, {skipped} skipped, {failed} failed; build {:.1} s, QEMU run {:.1} s ({} vCPUs, {} MiB); console in {}\n{}",
+        "{}: kernel {} ({}), io_uring_disabled={}, tun={}, ext4 on {}: {passed} passed, {skipped} skipped, {failed} failed; build {:.1} s, QEMU run {:.1} s ({} vCPUs, {} MiB); console in {}\n{}",
         plan.tag,
         show("kernel"),
         show("machine"),
         show("io_uring_disabled"),
         show("tun"),
+        show("ext4"),
         run.build_time.as_secs_f64(),
         run.qemu.elapsed.as_secs_f64(),
         plan.cpus,
@@ -417,26 +534,32 @@ mod tests {
         assert_eq!((r.passed(), r.skipped()), (1, 1));
     }
 
-    /// A console as the guest prints it: tun loaded, setup facts, one
-    /// virtio_blk run (io_uring markers as given) and a virtio_net run
-    /// (test lines as given).
+    /// A console as the guest prints it: tun loaded, setup facts, the two
+    /// virtio_blk runs (io_uring markers as given), a virtio_net run (test
+    /// lines as given) and the unmount.
     fn console(tun: &str, blk_uring: bool, net: &[&str]) -> String {
         let mut c = String::from(
             "ZVISOR-RESULT tag=v module=tun status=ok elapsed_ms=1\n\
              ZVISOR-RESULT tag=v exec=setup final=ok attempts=1\n",
         );
         c.push_str(&format!(
-            "[setup] ZVTEST-INFO machine=s390x tun={tun} io_uring_disabled=absent\n"
+            "[setup] ZVTEST-INFO machine=s390x tun={tun} io_uring_disabled=absent\n\
+             [setup] ZVTEST-INFO ext4=/dev/vda\n\
+             [t-virtio_blk_ext4] ZVTEST-INFO tmpdir=/mnt/ext4 fs=ext2/ext3\n"
         ));
         let eng = if blk_uring { "Uring" } else { "Sync" };
-        c.push_str("[t-virtio_blk] running 3 tests\n");
-        for t in URING_TESTS {
+        for x in ["t-virtio_blk", "t-virtio_blk_ext4"] {
+            c.push_str(&format!("[{x}] running 3 tests\n"));
+            for t in URING_TESTS {
+                c.push_str(&format!(
+                    "[{x}] test {t} ... ZVTEST-ENGINE {t} Sync ok\n[{x}] ZVTEST-ENGINE {t} {eng} ok\n[{x}] ok\n"
+                ));
+            }
+            c.push_str(&format!("[{x}] test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n"));
             c.push_str(&format!(
-                "[t-virtio_blk] test {t} ... ZVTEST-ENGINE {t} Sync ok\n[t-virtio_blk] ZVTEST-ENGINE {t} {eng} ok\n[t-virtio_blk] ok\n"
+                "ZVISOR-RESULT tag=v exec={x} final=ok attempts=1\n"
             ));
         }
-        c.push_str("[t-virtio_blk] test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n");
-        c.push_str("ZVISOR-RESULT tag=v exec=t-virtio_blk final=ok attempts=1\n");
         c.push_str(&format!("[t-virtio_net] running {} tests\n", net.len()));
         for l in net {
             c.push_str(&format!("[t-virtio_net] {l}\n"));
@@ -446,11 +569,12 @@ mod tests {
             net.len()
         ));
         c.push_str("ZVISOR-RESULT tag=v exec=t-virtio_net final=ok attempts=1\n");
+        c.push_str("ZVISOR-RESULT tag=v exec=umount final=ok attempts=1\n");
         c
     }
 
-    fn problems_of(console: String) -> Vec<String> {
-        let names = ["virtio_blk".to_string(), "virtio_net".to_string()];
+    fn problems_of(console: String, fsck: Option<&str>) -> Vec<String> {
+        let names = ["virtio_blk", "virtio_net", EXT4_RUN].map(String::from);
         let run = GuestRun {
             reports: reports(&names, &console),
             qemu: crate::qemu::QemuRun {
@@ -469,7 +593,12 @@ mod tests {
             path: PathBuf::from("/m/kernel/drivers/net/tun.ko"),
             depends: Vec::new(),
         };
-        vmm_problems(&run, "v", &[tun])
+        let v = VmmRun {
+            run,
+            modules: vec![tun],
+            fsck: fsck.map(String::from),
+        };
+        vmm_problems(&v, "v")
     }
 
     const NET_OK: [&str; 4] = [
@@ -482,17 +611,22 @@ mod tests {
     #[test]
     fn clean_transcript_has_no_problems() {
         assert_eq!(
-            problems_of(console("yes", true, &NET_OK)),
+            problems_of(console("yes", true, &NET_OK), None),
             Vec::<String>::new()
         );
     }
 
     #[test]
     fn sync_only_missing_tun_and_skipped_taps_are_problems() {
-        let p = problems_of(console("yes", false, &NET_OK));
-        assert_eq!(p.len(), 3, "{p:?}");
-        assert!(p[0].contains("did not run the io_uring engine"), "{p:?}");
-        let p = problems_of(console("no", true, &NET_OK));
+        let p = problems_of(console("yes", false, &NET_OK), None);
+        assert_eq!(p.len(), 6, "{p:?}");
+        assert!(
+            p.iter()
+                .all(|x| x.contains("did not run the io_uring engine")),
+            "{p:?}"
+        );
+        assert!(p[3].starts_with("virtio_blk_ext4::"), "{p:?}");
+        let p = problems_of(console("no", true, &NET_OK), None);
         assert!(p.iter().any(|x| x.contains("/dev/net/tun")), "{p:?}");
         let skipped = [
             "test a ... SKIP a: cannot open /dev/net/tun",
@@ -501,7 +635,7 @@ mod tests {
             "test c ... ok",
             "test d ... ok",
         ];
-        let p = problems_of(console("yes", true, &skipped));
+        let p = problems_of(console("yes", true, &skipped), None);
         assert!(
             p.iter()
                 .any(|x| x.contains("virtio_net::a skipped unexpectedly")),
@@ -509,7 +643,26 @@ mod tests {
         );
         assert!(p.iter().any(|x| x.contains("only 3 tests passed")), "{p:?}");
         let unloaded = console("yes", true, &NET_OK).replace("status=ok", "status=error:2");
-        assert!(problems_of(unloaded)[0].starts_with("module tun:"));
+        assert!(problems_of(unloaded, None)[0].starts_with("module tun:"));
+    }
+
+    #[test]
+    fn unmounted_or_unclean_disk_is_a_problem() {
+        let c = console("yes", true, &NET_OK);
+        let p = problems_of(c.replace("ext4=/dev/vda", "ext4=none"), None);
+        assert_eq!(p, ["the ext4 disk was not mounted (Some(\"none\"))"]);
+        let p = problems_of(
+            c.replace("exec=umount final=ok", "exec=umount final=failed"),
+            None,
+        );
+        assert!(p.iter().any(|x| x.contains("not unmounted")), "{p:?}");
+        let p = problems_of(c.replace("fs=ext2/ext3", "fs=tmpfs"), None);
+        assert_eq!(
+            p,
+            ["virtio_blk_ext4 ran on Some(\"tmpfs\"), not on the ext4 disk"]
+        );
+        let p = problems_of(c, Some("e2fsck -fn x: errors"));
+        assert_eq!(p, ["e2fsck -fn x: errors"]);
     }
 
     #[test]
@@ -552,10 +705,13 @@ mod tests {
         let c = init_conf("vmm", &["virtio_blk".into(), "virtio_net".into()]);
         let lines: Vec<&str> = c.lines().collect();
         assert_eq!(lines[..2], ["tag vmm", "report"]);
-        assert!(lines[2].starts_with("exec setup ") && lines[2].ends_with("setup.sh"));
+        assert!(lines[2].starts_with("exec setup ") && lines[2].ends_with("setup.sh /mnt/ext4"));
         assert!(lines[3].starts_with("exec t-virtio_blk 600 0 "));
         assert!(lines[3].ends_with("run.sh virtio_blk"));
         assert!(lines[4].ends_with("run.sh virtio_net"));
-        assert!(lines[5].starts_with("exec dmesg "));
+        assert!(lines[5].starts_with("exec t-virtio_blk_ext4 600 0 "));
+        assert!(lines[5].ends_with("run.sh virtio_blk /mnt/ext4"));
+        assert_eq!(lines[6], "exec umount 60 0 /bin/busybox umount /mnt/ext4");
+        assert!(lines[7].starts_with("exec dmesg "));
     }
 }
