@@ -464,6 +464,10 @@ pub fn run_and_check(arch: GuestArch) {
         crate::skip(&e);
         return;
     }
+    if !(crate::assets::on_path("mke2fs") && crate::assets::on_path("e2fsck")) {
+        crate::skip("mke2fs/e2fsck are not installed (e2fsprogs)");
+        return;
+    }
     let plan = VmmPlan::new(arch);
     let dir = crate::workdir(&plan.tag);
     let v = plan
