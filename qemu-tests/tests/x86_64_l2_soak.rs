@@ -147,6 +147,9 @@ fn x86_64_l2_boot_soak() {
     {
         eprintln!("  {}", l.trim_end());
     }
+    if run.hung() {
+        eprintln!("soak: L1 hung; its CPUs: {}", run.hang_summary());
+    }
     eprintln!(
         "soak: {ok}/{boots} L2 boots ok in {:.0} s; console {}",
         run.elapsed.as_secs_f64(),
