@@ -4,7 +4,8 @@
 //! virtio modules and prints one line; half of the boots use the serial
 //! console, half `--console virtio` with an rng.
 //!
-//! `ZVISOR_SOAK_BOOTS` (default 24) sets the number of boots. On a timeout
+//! `ZVISOR_SOAK_BOOTS` (default 24) sets the number of boots,
+//! `ZVISOR_SOAK_L1_APPEND` adds L1 kernel parameters. On a timeout
 //! L1's init sends SIGUSR1 to zvisor first, so the log shows where L2's
 //! vCPUs were.
 //! Run: `cargo test -p zvisor-qemu-tests --test x86_64_l2_soak -- --ignored --nocapture`
@@ -120,7 +121,12 @@ fn x86_64_l2_boot_soak() {
         nested: true,
         kernel: k.fast_kernel().to_path_buf(),
         initrd: l1_initrd,
-        append: "panic=-1 quiet".into(),
+        // `ZVISOR_SOAK_L1_APPEND`: more L1 kernel parameters, e.g. module
+        // parameters for kvm_amd (zvisor-init passes them on, as modprobe).
+        append: format!(
+            "panic=-1 quiet {}",
+            std::env::var("ZVISOR_SOAK_L1_APPEND").unwrap_or_default()
+        ),
         cpus: 2,
         memory_mib: 2048,
         timeout: Duration::from_secs(120 + u64::from(boots) * (L2_TIMEOUT + 10)),

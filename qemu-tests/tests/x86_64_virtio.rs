@@ -252,12 +252,6 @@ fn x86_64_virtio_devices_with_linux_drivers() {
     });
     let log = dir.join(format!("l1-console-{}.log", times.len()));
     let out = &run.output;
-    eprintln!(
-        "rung 2 virtio: L1 ran {:.1} s (QEMU exit {:?}); console: {}",
-        run.elapsed.as_secs_f64(),
-        run.exit_code,
-        log.display()
-    );
     for l in out
         .lines()
         .filter(|l| l.contains("L2-") || l.contains("exec=") || l.contains("check=report"))
