@@ -74,7 +74,12 @@ fn x86_64_l2_boot_soak() {
         &l2_initrd,
     )
     .expect("L2 initramfs");
-    let mut conf = String::from("tag L1\n");
+    // L1's CPU flags (which SVM features QEMU's TCG offers kvm_amd) and
+    // the kvm_amd parameters in effect.
+    let mut conf = String::from(
+        "tag L1\nexec flags 20 0 /bin/busybox sh -c \"/bin/busybox grep -m1 '^flags' /proc/cpuinfo; \
+         /bin/busybox grep -H . /sys/module/kvm_amd/parameters/*\"\n",
+    );
     for i in 0..boots {
         let (extra, cfile, console) = if i % 2 == 0 {
             ("--rng", "serial.conf", "ttyS0")
