@@ -5,12 +5,27 @@
 //! before device-writable ones, the chain terminates, and its total length
 //! fits the spec's 4 GiB limit. Anything else is a [`ChainError`], which the
 //! device turns into `NEEDS_RESET`.
+//!
+//! These functions go through `virtio-queue` and vm-memory for every ring
+//! access. [`fast::FastQueue`] is the same contract through host pointers
+//! resolved once at activation ([`fast::SplitRing`]): virtio-blk owns its
+//! queue as a `FastQueue` for as long as its worker runs (the other devices
+//! stay on the functions here). The fast path keeps the [`Queue`]'s
+//! `next_avail`/`next_used` current and keeps its own count of used entries
+//! since the last interrupt decision (virtio-queue's `num_added` is private),
+//! so a device must not mix the two paths on one queue. A differential test
+//! (`fast_tests`) checks both give the same chains, errors, queue state and
+//! guest memory on random and malicious rings.
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::{InterruptReason, VirtioInterrupt};
 use crate::memory::GuestMemory;
+
+pub mod fast;
+#[cfg(test)]
+mod fast_tests;
 
 /// One guest buffer of a chain, known to lie inside guest RAM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,14 +16,11 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use virtio_queue::Queue;
 use vm_memory::GuestAddress;
 
 use self::request::{byte_range, status as st, Kind, Op, ID_LEN};
-use super::queue::{
-    add_used, iovecs_range, pop_chain_into, quiesce, rearm, signal_used, write_at, write_segments,
-    Chain, ChainError,
-};
+use super::queue::fast::FastQueue;
+use super::queue::{iovecs_range, write_at, write_segments, Chain, ChainError};
 use super::worker::{self, EpollCtl, Handler, Worker};
 use super::{
     features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
@@ -119,6 +116,8 @@ pub struct Block {
     worker: Option<Worker<BlockHandler>>,
     config: [u8; CONFIG_LEN],
     avail: u64,
+    /// Serve the queue through the split-ring fast path where it applies.
+    fast_ring: bool,
 }
 
 impl Block {
@@ -189,6 +188,7 @@ impl Block {
             worker: None,
             config,
             avail,
+            fast_ring: true,
         };
         // Auto never fails: without io_uring the sync engine serves.
         let _ = dev.set_io_engine(IoEngine::Auto);
@@ -226,6 +226,13 @@ impl Block {
         })
     }
 
+    /// Whether the next activation serves the queue through the split-ring
+    /// fast path ([`FastQueue`], the default) or always through
+    /// `virtio-queue` (for A/B measurements).
+    pub fn set_fast_ring(&mut self, on: bool) {
+        self.fast_ring = on;
+    }
+
     /// Capacity in 512-byte sectors.
     pub fn sectors(&self) -> u64 {
         le_u64(&self.config, 0).unwrap_or(0)
@@ -237,7 +244,7 @@ impl Block {
     pub fn process_inline(
         &mut self,
         mem: &GuestMemory,
-        queue: &mut Queue,
+        queue: &mut FastQueue,
         irq: &dyn VirtioInterrupt,
     ) -> Result<(), DeviceError> {
         let disk = self
@@ -288,11 +295,17 @@ impl VirtioDevice for Block {
         let index = queues.first().map_or(0, |q| q.index);
         let (notify, mut qs) = worker::split_queues(queues, 1)?;
         let disk = self.disk.take().ok_or(ActivateError::AlreadyActive)?;
+        let queue = qs.remove(0);
+        let queue = if self.fast_ring {
+            FastQueue::new(queue, &mem)
+        } else {
+            FastQueue::slow(queue)
+        };
         let handler = BlockHandler {
             disk,
             mem,
             irq: interrupt.clone(),
-            queue: qs.remove(0),
+            queue,
             index,
             scratch: Scratch::default(),
         };
@@ -316,7 +329,7 @@ struct BlockHandler {
     disk: Disk,
     mem: GuestMemory,
     irq: Arc<dyn VirtioInterrupt>,
-    queue: Queue,
+    queue: FastQueue,
     index: u16,
     scratch: Scratch,
 }
@@ -348,7 +361,7 @@ impl Handler for BlockHandler {
 /// Serves every available request; the unit of work shared by the worker,
 /// tests and benches.
 fn process_queue(
-    q: &mut Queue,
+    q: &mut FastQueue,
     mem: &GuestMemory,
     disk: &mut Disk,
     irq: &dyn VirtioInterrupt,
@@ -367,7 +380,7 @@ fn process_queue(
 }
 
 fn serve(
-    q: &mut Queue,
+    q: &mut FastQueue,
     mem: &GuestMemory,
     disk: &mut Disk,
     irq: &dyn VirtioInterrupt,
@@ -378,8 +391,8 @@ fn serve(
     loop {
         // While busy, ask the driver not to notify (VRING_USED_F_NO_NOTIFY or
         // avail_event); re-enable and re-check before going to sleep.
-        quiesce(q, mem)?;
-        while pop_chain_into(q, mem, &mut scratch.chain)? {
+        q.quiesce(mem)?;
+        while q.pop_chain_into(mem, &mut scratch.chain)? {
             let chain = &scratch.chain;
             let Some(req) = request::parse(mem, chain) else {
                 return Err(ChainError::NoReply(chain.head).into());
@@ -398,7 +411,7 @@ fn serve(
                     // Submit in chunks of URING_CHUNK.
                     if ring.queued() >= URING_CHUNK || ring.is_full() {
                         complete_batch(q, mem, disk)?;
-                        signal_used(q, mem, irq, index)?;
+                        q.signal_used(mem, irq, index)?;
                         unsignalled = 0;
                     }
                     continue;
@@ -417,25 +430,25 @@ fn serve(
             unsignalled += 1;
             if unsignalled >= SIGNAL_EVERY {
                 // Let the driver recycle buffers while the device keeps going.
-                signal_used(q, mem, irq, index)?;
+                q.signal_used(mem, irq, index)?;
                 unsignalled = 0;
             }
         }
         // One io_uring_enter for everything this pass queued.
         unsignalled += complete_batch(q, mem, disk)?;
-        if !rearm(q, mem)? {
+        if !q.rearm(mem)? {
             break;
         }
     }
     if unsignalled > 0 {
-        signal_used(q, mem, irq, index)?;
+        q.signal_used(mem, irq, index)?;
     }
     Ok(())
 }
 
 /// Status byte, then the used element.
 fn complete(
-    q: &mut Queue,
+    q: &mut FastQueue,
     mem: &GuestMemory,
     head: u16,
     status_addr: GuestAddress,
@@ -445,7 +458,7 @@ fn complete(
     if !write_at(mem, status_addr, &[status]) {
         return Err(io::Error::other("status byte outside guest RAM").into());
     }
-    add_used(q, mem, head, written + 1)?;
+    q.add_used(mem, head, written + 1)?;
     Ok(())
 }
 
@@ -480,7 +493,11 @@ fn queue_rw(
 }
 
 /// Completes the ring's batch; returns how many requests were completed.
-fn complete_batch(q: &mut Queue, mem: &GuestMemory, disk: &mut Disk) -> Result<usize, DeviceError> {
+fn complete_batch(
+    q: &mut FastQueue,
+    mem: &GuestMemory,
+    disk: &mut Disk,
+) -> Result<usize, DeviceError> {
     let Some(ring) = disk.ring.as_mut() else {
         return Ok(0);
     };
