@@ -202,7 +202,7 @@ impl Block {
             .disk
             .as_mut()
             .ok_or_else(|| io::Error::other("device is active"))?;
-        disk.ring = match engine {
+        let ring = match engine {
             IoEngine::Sync => None,
             IoEngine::Uring => Some(uring::Ring::new(u32::from(QUEUE_SIZE))?),
             IoEngine::Auto => match uring::Ring::new(u32::from(QUEUE_SIZE)) {
@@ -213,6 +213,10 @@ impl Block {
                 }
             },
         };
+        disk.ring = ring.map(|mut r| {
+            r.register_file(disk.file.as_raw_fd());
+            r
+        });
         Ok(())
     }
 
