@@ -92,6 +92,50 @@ impl RamMap {
     }
 }
 
+/// Copies of at most this many bytes (headers, status bytes, ids, ranges)
+/// are done here byte by byte; longer ones go through vm-memory.
+const SMALL_COPY: usize = 64;
+
+impl super::GuestRam for RamMap {
+    fn read_at(&self, addr: GuestAddress, buf: &mut [u8]) -> bool {
+        if buf.len() <= SMALL_COPY {
+            if let Some(p) = self.host(addr.0, buf.len() as u64) {
+                for (i, b) in buf.iter_mut().enumerate() {
+                    // SAFETY: `host` found the whole range inside one mapped
+                    // region; volatile because the guest may write it.
+                    *b = unsafe { ptr::read_volatile(p.add(i)) };
+                }
+                return true;
+            }
+        }
+        super::read_at(&self.mem, addr, buf)
+    }
+    fn write_at(&self, addr: GuestAddress, buf: &[u8]) -> bool {
+        if buf.len() <= SMALL_COPY {
+            if let Some(p) = self.host(addr.0, buf.len() as u64) {
+                for (i, b) in buf.iter().enumerate() {
+                    // SAFETY: as in `read_at`.
+                    unsafe { ptr::write_volatile(p.add(i), *b) };
+                }
+                return true;
+            }
+        }
+        super::write_at(&self.mem, addr, buf)
+    }
+    fn push_iovecs(&self, addr: GuestAddress, len: u64, out: &mut Vec<libc::iovec>) -> Option<()> {
+        match self.host(addr.0, len) {
+            Some(p) => {
+                out.push(libc::iovec {
+                    iov_base: p.cast(),
+                    iov_len: usize::try_from(len).ok()?,
+                });
+                Some(())
+            }
+            None => self.mem.push_iovecs(addr, len, out),
+        }
+    }
+}
+
 struct Desc {
     addr: u64,
     len: u32,

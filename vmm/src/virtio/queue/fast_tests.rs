@@ -412,3 +412,71 @@ fn fast_path_refuses_malicious_chains_like_virtio_queue() {
         assert_eq!(a, b, "{name}");
     }
 }
+
+/// The region map's copies and iovecs equal vm-memory's on random ranges
+/// (inside, across the adjacent regions, into the hole, wrapping).
+#[test]
+fn ram_map_copies_equal_vm_memory() {
+    use super::fast::RamMap;
+    use super::GuestRam;
+    let (ma, mb) = mems();
+    let ram = RamMap::new(&mb).unwrap();
+    let mut r = Rng(0x1234_5678_9abc_def1);
+    let (mut hits, mut misses) = (0, 0);
+    for i in 0..20_000u32 {
+        let addr = match r.below(5) {
+            0 => r.below(0x10100),
+            1 => 0x7fc0 + r.below(0x80),
+            2 => 0x23f80 + r.below(0x100),
+            3 => u64::MAX - r.below(0x80),
+            _ => 0x20000 + r.below(0x4000),
+        };
+        let len = match r.below(4) {
+            0 => r.below(8) as usize,
+            1 => r.below(65) as usize,
+            2 => 64 + r.below(200) as usize,
+            _ => r.below(0x9000) as usize,
+        };
+        let data: Vec<u8> = (0..len).map(|_| r.next() as u8).collect();
+        let ctx = format!("step {i}: {addr:#x}+{len:#x}");
+        let wa = ma.write_at(GuestAddress(addr), &data);
+        let wb = ram.write_at(GuestAddress(addr), &data);
+        assert_eq!(wa, wb, "{ctx}");
+        let (mut a, mut b) = (vec![0u8; len], vec![0u8; len]);
+        let ra = ma.read_at(GuestAddress(addr), &mut a);
+        let rb = ram.read_at(GuestAddress(addr), &mut b);
+        assert_eq!(ra, rb, "{ctx}");
+        if ra {
+            assert!(a == b && a == data, "{ctx}");
+            hits += 1;
+        } else {
+            misses += 1;
+        }
+        if len > 0 {
+            let (mut ia, mut ib) = (Vec::new(), Vec::new());
+            let pa = ma.push_iovecs(GuestAddress(addr), len as u64, &mut ia);
+            let pb = ram.push_iovecs(GuestAddress(addr), len as u64, &mut ib);
+            assert_eq!(pa, pb, "{ctx}");
+            if pa.is_some() {
+                // Same host ranges, relative to each memory's own mapping.
+                let lens = |v: &[libc::iovec]| v.iter().map(|x| x.iov_len).collect::<Vec<_>>();
+                assert_eq!(lens(&ia), lens(&ib), "{ctx}");
+                assert_eq!(lens(&ia).iter().sum::<usize>(), len, "{ctx}");
+                // And the very same host addresses as vm-memory gives for `mb`.
+                let mut ic = Vec::new();
+                mb.push_iovecs(GuestAddress(addr), len as u64, &mut ic)
+                    .unwrap();
+                let ptrs =
+                    |v: &[libc::iovec]| v.iter().map(|x| x.iov_base as usize).collect::<Vec<_>>();
+                assert_eq!(ptrs(&ib), ptrs(&ic), "{ctx}");
+            }
+        }
+    }
+    for &(start, len) in &REGIONS {
+        let (mut a, mut b) = (vec![0u8; len], vec![0u8; len]);
+        ma.read_slice(&mut a, GuestAddress(start)).unwrap();
+        mb.read_slice(&mut b, GuestAddress(start)).unwrap();
+        assert!(a == b, "guest memory differs in region {start:#x}");
+    }
+    assert!(hits > 1000 && misses > 1000, "{hits} {misses}");
+}
