@@ -276,7 +276,11 @@ fn r_small(seed: u64) -> u16 {
 fn fast_path_equals_virtio_queue_on_random_rings() {
     let fast = Cell::new(0);
     let mut seen = [0u32; 8];
-    let n = 2000;
+    // More with ZV_FAST_TRIALS=<n> (the default keeps qemu-user runs short).
+    let n = std::env::var("ZV_FAST_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000u64);
     for seed in 0..n {
         trial(
             0x9e37_79b9_7f4a_7c15 ^ (seed * 0x1000_0001),
@@ -288,7 +292,7 @@ fn fast_path_equals_virtio_queue_on_random_rings() {
         "outcomes (empty, multi, single, ring, head, unterminated, outside, direction): {seen:?}"
     );
     // Every outcome class was reached, more than a few times.
-    assert!(seen.iter().all(|&n| n >= 20), "{seen:?}");
+    assert!(seen.iter().all(|&k| u64::from(k) >= n / 100), "{seen:?}");
     // The fast path really ran (not only the fallback).
     assert!(
         fast.get() > n as u32 * 8 / 10,
@@ -423,7 +427,7 @@ fn ram_map_copies_equal_vm_memory() {
     let ram = RamMap::new(&mb).unwrap();
     let mut r = Rng(0x1234_5678_9abc_def1);
     let (mut hits, mut misses) = (0, 0);
-    for i in 0..20_000u32 {
+    for i in 0..5_000u32 {
         let addr = match r.below(5) {
             0 => r.below(0x10100),
             1 => 0x7fc0 + r.below(0x80),
@@ -435,7 +439,8 @@ fn ram_map_copies_equal_vm_memory() {
             0 => r.below(8) as usize,
             1 => r.below(65) as usize,
             2 => 64 + r.below(200) as usize,
-            _ => r.below(0x9000) as usize,
+            _ if r.below(4) == 0 => r.below(0x9000) as usize,
+            _ => r.below(0x1100) as usize,
         };
         let data: Vec<u8> = (0..len).map(|_| r.next() as u8).collect();
         let ctx = format!("step {i}: {addr:#x}+{len:#x}");
@@ -478,5 +483,5 @@ fn ram_map_copies_equal_vm_memory() {
         mb.read_slice(&mut b, GuestAddress(start)).unwrap();
         assert!(a == b, "guest memory differs in region {start:#x}");
     }
-    assert!(hits > 1000 && misses > 1000, "{hits} {misses}");
+    assert!(hits > 500 && misses > 500, "{hits} {misses}");
 }
