@@ -1,11 +1,14 @@
 //! virtio-blk on a raw image file.
 //!
 //! Reads and writes go straight between the image and guest RAM: all the
-//! requests of one wake-up in one `io_uring_enter` (see [`uring`]), or with
-//! `preadv`/`pwritev` where io_uring is unavailable; `VIRTIO_BLK_F_FLUSH` is `fdatasync`; `GET_ID` returns the
-//! serial; discard and write-zeroes punch holes. Every request is checked
-//! against the image size; out-of-range, misdirected or read-only-violating
-//! requests get `IOERR`, unknown ones `UNSUPP`.
+//! requests of one wake-up in one `io_uring_enter` (see [`uring`]; the image
+//! is a registered io_uring file where the kernel allows it), or with
+//! `preadv`/`pwritev` where io_uring is unavailable; `VIRTIO_BLK_F_FLUSH` is
+//! `fdatasync`; `GET_ID` returns the serial; discard and write-zeroes punch
+//! holes. The queue goes through the split-ring fast path ([`FastQueue`])
+//! where its rings allow it. Every request is checked against the image
+//! size; out-of-range, misdirected or read-only-violating requests get
+//! `IOERR`, unknown ones `UNSUPP`.
 
 pub mod request;
 mod uring;

@@ -425,7 +425,7 @@ impl FastQueue {
     pub fn new(queue: Queue, mem: &GuestMemory) -> Self {
         let ring = SplitRing::new(&queue, mem);
         if ring.is_none() {
-            tracing::debug!("virtqueue: rings not in one region each; using virtio-queue");
+            tracing::debug!("virtqueue: split-ring fast path does not apply; using virtio-queue");
         }
         Self { queue, ring }
     }
