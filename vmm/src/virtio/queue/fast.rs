@@ -6,7 +6,8 @@
 //! [`SplitRing`] mirrors, step by step, what [`super::pop_chain_into`],
 //! [`super::add_used`], [`super::quiesce`], [`super::rearm`] and
 //! [`super::signal_used`] do through `virtio-queue` 0.18 (the differential
-//! test below checks that on random and malicious rings): the same walk
+//! test in `queue/fast_tests.rs` and the `blk_request` fuzz target check that
+//! on random and malicious rings): the same walk
 //! limits (head and every `next` against the table size, at most table-size
 //! descriptors, one level of indirect table whose length is a multiple of
 //! 16, 4 GiB in total), the same range checks, the same errors, the same
