@@ -353,9 +353,10 @@ pub fn run_nested(
         }
         let names: Vec<String> = unfinished.iter().map(L2Check::name).collect();
         eprintln!(
-            "zvisor-qemu-tests: L1 boot {} {} before finishing {names:?}; booting L1 again for them",
+            "zvisor-qemu-tests: L1 boot {} {} before finishing {names:?}; L1 CPUs: {}; booting L1 again for them",
             boot + 1,
             if boots.last().is_some_and(|b| b.run.stalled) { "hung (console silent)" } else { "timed out" },
+            boots.last().map(|b| b.run.hang_summary()).unwrap_or_default(),
         );
         pending = unfinished;
     }
@@ -473,6 +474,7 @@ mod tests {
                 timed_out: exit.is_none(),
                 stalled,
                 elapsed: Duration::ZERO,
+                hang_report: String::new(),
             },
             log: "/tmp/x/log".into(),
             checks: vec![],

@@ -6,7 +6,9 @@
 //! - virtio-net TX packets per second into a tap (in a private netns; root).
 //!
 //! `cargo run --release -p zvisor-vmm --example virtio_bench [-- --quick]`
-//! (`ZV_PROFILE_INLINE=1` runs only the inline 4 KiB case, for `perf record`).
+//! (`ZV_PROFILE_INLINE=1` runs only the inline 4 KiB case, for `perf record`;
+//! `-- --ab-ring` compares only the 4 KiB case with the split-ring fast path
+//! against the same device on the virtio-queue path, in interleaved slices).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -23,6 +25,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use zvisor_vmm::memory;
 use zvisor_vmm::virtio::block::{Block, DiskConfig, IoEngine};
 use zvisor_vmm::virtio::net::Net;
+use zvisor_vmm::virtio::queue::fast::FastQueue;
 use zvisor_vmm::virtio::tap::Tap;
 use zvisor_vmm::virtio::{features, types, InterruptReason, VirtioInterrupt};
 
@@ -41,6 +44,8 @@ struct Res {
     secs: f64,
     /// CPU seconds of the measuring thread (single-threaded runs only).
     cpu: f64,
+    /// CPU seconds of the whole process (end-to-end: driver + device worker).
+    pcpu: f64,
     ops: u64,
 }
 impl Res {
@@ -49,6 +54,7 @@ impl Res {
             bytes: 0,
             secs: 0.0,
             cpu: 0.0,
+            pcpu: 0.0,
             ops: 0,
         }
     }
@@ -56,6 +62,7 @@ impl Res {
         self.bytes += o.bytes;
         self.secs += o.secs;
         self.cpu += o.cpu;
+        self.pcpu += o.pcpu;
         self.ops += o.ops;
     }
     fn mbs(&self) -> f64 {
@@ -73,12 +80,21 @@ impl Res {
 /// CPU time of the calling thread: unlike wall-clock time it does not
 /// count time this thread was preempted by other load on the machine.
 fn cpu_now() -> Duration {
+    clock(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// CPU time of all threads of this process (the driver and the device's worker).
+fn proc_cpu_now() -> Duration {
+    clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+fn clock(id: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes one timespec into `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    unsafe { libc::clock_gettime(id, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
@@ -95,6 +111,7 @@ fn host_read(f: &File, offsets: &[u64], len: usize, nbufs: usize) -> Res {
         bytes: (offsets.len() * len) as u64,
         secs: t.elapsed().as_secs_f64(),
         cpu,
+        pcpu: cpu,
         ops: offsets.len() as u64,
     }
 }
@@ -130,11 +147,12 @@ fn host_uring(f: &File, offsets: &[u64], len: usize, qd: usize) -> Res {
         bytes: (offsets.len() * len) as u64,
         secs: t.elapsed().as_secs_f64(),
         cpu,
+        pcpu: cpu,
         ops: offsets.len() as u64,
     }
 }
 
-fn block(path: &std::path::Path, engine: IoEngine) -> Block {
+fn block(path: &std::path::Path, engine: IoEngine, fast: bool) -> Block {
     let mut dev = Block::new(&DiskConfig {
         path: path.to_path_buf(),
         readonly: true,
@@ -142,6 +160,7 @@ fn block(path: &std::path::Path, engine: IoEngine) -> Block {
     })
     .unwrap();
     dev.set_io_engine(engine).unwrap();
+    dev.set_fast_ring(fast);
     dev
 }
 
@@ -151,9 +170,10 @@ fn device_read(
     len: u32,
     qd: usize,
     engine: IoEngine,
+    fast: bool,
 ) -> Res {
     let mut g = Guest::new();
-    let mut d = g.attach(Box::new(block(path, engine)), 0);
+    let mut d = g.attach(Box::new(block(path, engine, fast)), 0);
     // As Linux negotiates it: EVENT_IDX.
     d.init(
         &mut g,
@@ -195,6 +215,7 @@ fn device_read(
     let mut last_slot = 0;
     let t = Instant::now();
     let c = cpu_now();
+    let pc = proc_cpu_now();
     while done < offsets.len() {
         let mut added = 0u16;
         for slot in free.drain(..) {
@@ -233,6 +254,7 @@ fn device_read(
         }
     }
     let driver_cpu = (cpu_now() - c).as_secs_f64();
+    let pcpu = (proc_cpu_now() - pc).as_secs_f64();
     let secs = t.elapsed().as_secs_f64();
     // Spot-check the data of the last request.
     let f = File::open(path).unwrap();
@@ -247,6 +269,7 @@ fn device_read(
         secs,
         // The driver thread's CPU time (the device's is on its worker).
         cpu: driver_cpu,
+        pcpu,
         ops: offsets.len() as u64,
     }
 }
@@ -270,9 +293,10 @@ fn device_inline(
     len: u32,
     qd: usize,
     engine: IoEngine,
+    fast: bool,
 ) -> Res {
     let mem = memory::create(&[(GuestAddress(0), 64 << 20)]).unwrap();
-    let mut dev = block(path, engine);
+    let mut dev = block(path, engine, fast);
     let size = 256u16;
     let (desc, avail, used) = (0x1000u64, 0x3000u64, 0x4000u64);
     let mut q = Queue::new(size).unwrap();
@@ -281,6 +305,12 @@ fn device_inline(
     q.set_avail_ring_address(Some(avail as u32), Some(0));
     q.set_used_ring_address(Some(used as u32), Some(0));
     q.set_ready(true);
+    let mut q = if fast {
+        FastQueue::new(q, &mem)
+    } else {
+        FastQueue::slow(q)
+    };
+    assert_eq!(q.is_fast(), fast);
     let data0 = 0x10_0000u64;
     mem.write_slice(&vec![1u8; qd * len as usize], GuestAddress(data0))
         .unwrap(); // fault the pages in now
@@ -328,8 +358,84 @@ fn device_inline(
         bytes: offsets.len() as u64 * u64::from(len),
         secs: inside.as_secs_f64(),
         cpu: inside_cpu.as_secs_f64(),
+        pcpu: inside_cpu.as_secs_f64(),
         ops: offsets.len() as u64,
     }
+}
+
+fn slices_for(quick: bool) -> usize {
+    if quick {
+        4
+    } else {
+        10
+    }
+}
+
+/// 4 KiB random reads at QD32 (io_uring): the fast split-ring path against
+/// the virtio-queue path of the same device, end-to-end and inline, with
+/// host `pread` in every slice (the order rotates between slices).
+fn ab_ring(f: &File, path: &std::path::Path, rand: &[u64], slices: usize) {
+    let u = IoEngine::Uring;
+    let mut r: [Res; 5] = std::array::from_fn(|_| Res::zero());
+    let (mut rf, mut rs) = (Vec::new(), Vec::new());
+    for (k, part) in rand.chunks(rand.len().div_ceil(slices)).enumerate() {
+        let h = host_read(f, part, 4096, 32);
+        let (fast, slow) = if k % 2 == 0 {
+            let a = device_read(path, part, 4096, 32, u, true);
+            (a, device_read(path, part, 4096, 32, u, false))
+        } else {
+            let b = device_read(path, part, 4096, 32, u, false);
+            (device_read(path, part, 4096, 32, u, true), b)
+        };
+        rf.push(fast.mbs() / h.mbs());
+        rs.push(slow.mbs() / h.mbs());
+        let (fi, si) = if k % 2 == 0 {
+            let a = device_inline(path, part, 4096, 32, u, true);
+            (a, device_inline(path, part, 4096, 32, u, false))
+        } else {
+            let b = device_inline(path, part, 4096, 32, u, false);
+            (device_inline(path, part, 4096, 32, u, true), b)
+        };
+        r[0].add(h);
+        r[1].add(fast);
+        r[2].add(slow);
+        r[3].add(fi);
+        r[4].add(si);
+    }
+    rf.sort_by(f64::total_cmp);
+    rs.sort_by(f64::total_cmp);
+    let pct = |a: &Res| 100.0 * a.mbs() / r[0].mbs();
+    let cpct = |a: &Res| 100.0 * a.cpu_mbs() / r[0].cpu_mbs();
+    println!(
+        "A/B virtio-blk 4KiB random read QD32 io_uring, ratios to host pread ({:.0} IOPS):",
+        r[0].iops()
+    );
+    for (name, e, i, rat) in [
+        ("fast ring", &r[1], &r[3], &rf),
+        ("virtio-queue", &r[2], &r[4], &rs),
+    ] {
+        println!(
+            "  {name:12} end-to-end {:8.0} IOPS {:5.1}% (slice median {:5.1}%) | device alone {:8.0} IOPS {:5.1}% wall {:5.1}% cpu-time, {:.0} ns CPU/request",
+            e.iops(),
+            pct(e),
+            100.0 * rat[rat.len() / 2],
+            i.iops(),
+            pct(i),
+            cpct(i),
+            1e9 * i.cpu / i.ops as f64
+        );
+    }
+    for (name, e) in [("fast ring", &r[1]), ("virtio-queue", &r[2])] {
+        println!(
+            "  {name:12} end-to-end CPU (driver + device threads) {:.0} ns/request: host pread does a read in {:5.1}% of that",
+            1e9 * e.pcpu / e.ops as f64,
+            100.0 * (r[0].cpu / r[0].ops as f64) / (e.pcpu / e.ops as f64)
+        );
+    }
+    println!(
+        "  host pread CPU per read: {:.0} ns",
+        1e9 * r[0].cpu / r[0].ops as f64
+    );
 }
 
 fn bench_blk(quick: bool) {
@@ -356,15 +462,19 @@ fn bench_blk(quick: bool) {
     let passes = if quick { 1 } else { 4 };
     let seq: Vec<u64> = (0..passes).flat_map(|_| all.iter().copied()).collect();
 
+    if std::env::args().any(|a| a == "--ab-ring") {
+        ab_ring(&f, &path, &rand, slices_for(quick));
+        return;
+    }
     if std::env::var_os("ZV_PROFILE_INLINE").is_some() {
         // For `perf record`: only the device model's 4 KiB path.
-        let r = device_inline(&path, &rand, 4096, 32, IoEngine::Uring);
+        let r = device_inline(&path, &rand, 4096, 32, IoEngine::Uring, true);
         println!("inline 4KiB: {:.0} IOPS", r.iops());
         return;
     }
     // Host and device runs alternate in slices so that load from other
     // processes on the machine hits both alike.
-    let slices = 10;
+    let slices = slices_for(false);
     let (u, y) = (IoEngine::Uring, IoEngine::Sync);
     // Also per slice: the device/host ratio of each slice, whose median
     // is robust against a slice where other load hit one side only.
@@ -373,13 +483,13 @@ fn bench_blk(quick: bool) {
         let mut ratios = Vec::new();
         for part in offs.chunks(offs.len().div_ceil(slices)) {
             let h = host_read(&f, part, len as usize, qd);
-            let d = device_read(&path, part, len, qd, u);
+            let d = device_read(&path, part, len, qd, u, true);
             ratios.push(d.mbs() / h.mbs());
             r[0].add(h);
             r[1].add(d);
-            r[2].add(device_inline(&path, part, len, qd, u));
-            r[3].add(device_read(&path, part, len, qd, y));
-            r[4].add(device_inline(&path, part, len, qd, y));
+            r[2].add(device_inline(&path, part, len, qd, u, true));
+            r[3].add(device_read(&path, part, len, qd, y, true));
+            r[4].add(device_inline(&path, part, len, qd, y, true));
             r[5].add(host_uring(&f, part, len as usize, qd));
         }
         ratios.sort_by(f64::total_cmp);
@@ -407,8 +517,9 @@ fn bench_blk(quick: bool) {
         );
     }
     println!(
-        "  driver thread CPU per request (io_uring run): {:.0} ns; host pread CPU per read: {:.0} ns",
+        "  driver thread CPU per request (io_uring run): {:.0} ns; driver + device threads: {:.0} ns; host pread CPU per read: {:.0} ns",
         1e9 * d4.cpu / d4.ops as f64,
+        1e9 * d4.pcpu / d4.ops as f64,
         1e9 * h4.cpu / h4.ops as f64
     );
     println!(
@@ -565,7 +676,9 @@ fn rx_bench(g: &mut Guest, d: &mut common::Driver, n: usize) {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     bench_blk(quick);
-    if std::env::var_os("ZV_PROFILE_INLINE").is_none() {
+    if std::env::var_os("ZV_PROFILE_INLINE").is_none()
+        && !std::env::args().any(|a| a == "--ab-ring")
+    {
         bench_net(quick);
     }
 }

@@ -32,6 +32,14 @@ pub trait PlatformVcpu: Send + 'static {
     /// Enters the guest once and handles the resulting exit. MMIO accesses
     /// that the backend does not own itself go to `mmio`.
     fn run(&mut self, mmio: &Bus) -> Result<VcpuExit, Self::Error>;
+
+    /// Where the vCPU is, in one line (registers, run state, exit counts),
+    /// for diagnosing a guest that hangs. Called on the vCPU's own thread,
+    /// between two [`run`](Self::run)s, when the host asks for a state dump
+    /// (`SIGUSR1` to `zvisor run`).
+    fn describe(&mut self) -> String {
+        String::from("no state dump for this backend")
+    }
 }
 
 /// An architecture backend: builds a bootable VM from a [`VmConfig`].

@@ -6,15 +6,19 @@
 //! [`VcpuExit::Interrupted`], the loop sees the flag and leaves. A signal that
 //! lands just before `KVM_RUN` is entered would be lost, so the kick is
 //! repeated until each thread has exited.
+//!
+//! A state dump ([`VmHandle::dump_state`]) uses the same kick: each vCPU
+//! thread sees a new dump generation when `KVM_RUN` returns, logs
+//! [`PlatformVcpu::describe`] and goes back into the guest.
 
 use std::os::unix::thread::JoinHandleExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Once};
 use std::thread;
 use std::time::Duration;
 
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
 use crate::bus::Bus;
 use crate::config::VmConfig;
@@ -40,6 +44,8 @@ enum Event<E> {
     Failed(E),
     /// A vCPU thread ended; sent by a drop guard, so also on unwinding.
     Gone,
+    /// The host asked every vCPU to log where it is.
+    Dump,
 }
 
 /// Sends [`Event::Gone`] when its vCPU thread ends, however it ends, so the
@@ -74,44 +80,68 @@ fn install_kick_handler() {
     });
 }
 
-/// A way for the caller (signal handling, an API) to stop a running VM.
+/// A way for the caller (signal handling, an API) to act on a running VM.
 /// It sends straight into the runner's event channel; after the run ended,
-/// a stop does nothing.
+/// its requests do nothing.
 #[derive(Clone)]
-pub struct StopSender(Arc<dyn Fn(GuestExit) + Send + Sync>);
+pub struct VmHandle(Arc<dyn Fn(Control) + Send + Sync>);
 
-impl StopSender {
+/// A request through a [`VmHandle`].
+enum Control {
+    Stop(GuestExit),
+    Dump,
+}
+
+impl VmHandle {
     /// Asks the VM to stop with `reason` as its outcome.
     pub fn stop(&self, reason: GuestExit) {
-        (self.0)(reason)
+        (self.0)(Control::Stop(reason))
+    }
+
+    /// Asks every vCPU to log where it is (at `warn`, target
+    /// `zvisor_vmm::runner`) without stopping the VM: for a guest that hangs.
+    pub fn dump_state(&self) {
+        (self.0)(Control::Dump)
     }
 }
 
 /// Builds the VM with backend `P` and runs it until the guest stops, a vCPU
-/// fails, or a stop request arrives through the sender handed to `on_start`.
+/// fails, or a stop request arrives through the handle given to `on_start`.
 /// `devices` are handed to the backend, which wraps each in its transport.
 pub fn run<P: Platform>(
     config: &VmConfig,
     mut mmio: Bus,
     devices: Vec<Box<dyn VirtioDevice>>,
-    on_start: impl FnOnce(StopSender),
+    on_start: impl FnOnce(VmHandle),
 ) -> Result<GuestExit, RunError<P::Error>> {
     install_kick_handler();
     let (platform, vcpus) = P::build(config, &mut mmio, devices).map_err(RunError::Platform)?;
     let mmio = Arc::new(mmio);
     let stop = Arc::new(AtomicBool::new(false));
+    // Dump requests: the generation asked for, and how many vCPUs logged.
+    let dump_gen = Arc::new(AtomicU64::new(0));
+    let dumped = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::channel::<Event<P::Error>>();
 
     let mut threads = Vec::with_capacity(vcpus.len());
     for (i, mut vcpu) in vcpus.into_iter().enumerate() {
         let (tx, flag, mmio) = (tx.clone(), stop.clone(), mmio.clone());
+        let (dump_gen, dumped) = (dump_gen.clone(), dumped.clone());
         let h = thread::Builder::new()
             .name(format!("vcpu{i}"))
             .spawn(move || {
                 let _gone = GoneGuard(tx.clone());
+                let mut seen = 0;
                 loop {
                     if flag.load(Ordering::Acquire) {
                         return;
+                    }
+                    let g = dump_gen.load(Ordering::Acquire);
+                    if g != seen {
+                        seen = g;
+                        let state = vcpu.describe();
+                        warn!(vcpu = i, "state: {state}");
+                        dumped.fetch_add(1, Ordering::AcqRel);
                     }
                     match vcpu.run(&mmio) {
                         Ok(VcpuExit::Continue) | Ok(VcpuExit::Interrupted) => {}
@@ -142,9 +172,12 @@ pub fn run<P: Platform>(
     let n_vcpus = threads.len();
     {
         let tx = Mutex::new(tx);
-        on_start(StopSender(Arc::new(move |r| {
+        on_start(VmHandle(Arc::new(move |c| {
             let tx = tx.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = tx.send(Event::Exit(r));
+            let _ = tx.send(match c {
+                Control::Stop(r) => Event::Exit(r),
+                Control::Dump => Event::Dump,
+            });
         })));
     }
 
@@ -153,6 +186,10 @@ pub fn run<P: Platform>(
         match rx.recv() {
             Ok(Event::Exit(e)) => break Ok(e),
             Ok(Event::Failed(e)) => break Err(RunError::Platform(e)),
+            Ok(Event::Dump) => {
+                kick_for_dump(&dump_gen, &dumped, &threads);
+                continue;
+            }
             Ok(Event::Gone) => {
                 gone += 1;
                 if gone < n_vcpus {
@@ -168,6 +205,31 @@ pub fn run<P: Platform>(
     stop_all(&stop, threads);
     platform.teardown();
     outcome
+}
+
+/// Starts a new dump generation and kicks every vCPU out of `KVM_RUN`
+/// until all of them logged it (a kick that lands just before `KVM_RUN`
+/// is lost, so it is repeated), giving up after about a second (a vCPU
+/// thread stuck outside the guest, in a device access, cannot answer).
+fn kick_for_dump(gen: &AtomicU64, dumped: &AtomicUsize, threads: &[thread::JoinHandle<()>]) {
+    let live: Vec<_> = threads.iter().filter(|t| !t.is_finished()).collect();
+    let before = dumped.load(Ordering::Acquire);
+    gen.fetch_add(1, Ordering::AcqRel);
+    for _ in 0..100 {
+        if dumped.load(Ordering::Acquire) >= before + live.len() {
+            return;
+        }
+        for t in &live {
+            // SAFETY: the pthread handle is valid while `t` is not joined
+            // (the runner joins only in `stop_all`, after this returns);
+            // the kick signal has a no-op handler installed.
+            unsafe {
+                libc::pthread_kill(t.as_pthread_t(), kick_signal());
+            }
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    warn!("state dump: not every vCPU answered");
 }
 
 fn stop_all(stop: &AtomicBool, threads: Vec<thread::JoinHandle<()>>) {
@@ -213,7 +275,14 @@ mod tests {
                 }
             }
         }
+        fn describe(&mut self) -> String {
+            DESCRIBED.fetch_add(1, Ordering::SeqCst);
+            format!("fake vcpu {}", self.idx)
+        }
     }
+    static DESCRIBED: AtomicU32 = AtomicU32::new(0);
+    /// The fake platform's settings are global: its tests take turns.
+    static FAKE_TESTS: Mutex<()> = Mutex::new(());
     struct Fake;
     static RUNS: std::sync::OnceLock<Arc<AtomicU32>> = std::sync::OnceLock::new();
     static STOP_AFTER: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(None);
@@ -243,6 +312,7 @@ mod tests {
 
     #[test]
     fn first_stop_wins_and_external_stop_works() {
+        let _turn = FAKE_TESTS.lock().unwrap_or_else(|p| p.into_inner());
         let mut cfg = VmConfig::new("/nonexistent");
         cfg.cpus = 3;
         *STOP_AFTER.lock().unwrap() = Some(5);
@@ -255,6 +325,27 @@ mod tests {
         })
         .unwrap();
         assert_eq!(r, GuestExit::Signalled(15));
+    }
+
+    #[test]
+    fn a_state_dump_reaches_every_vcpu_and_the_vm_goes_on() {
+        let _turn = FAKE_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cfg = VmConfig::new("/nonexistent");
+        cfg.cpus = 3;
+        *STOP_AFTER.lock().unwrap() = None;
+        let before = DESCRIBED.load(Ordering::SeqCst);
+        let r = run::<Fake>(&cfg, Bus::new(), Vec::new(), |h| {
+            thread::spawn(move || {
+                h.dump_state();
+                h.dump_state();
+                // The runner handles events in order: both dumps are done
+                // (each waits for every vCPU) before the stop is seen.
+                h.stop(GuestExit::PowerOff);
+            });
+        })
+        .unwrap();
+        assert_eq!(r, GuestExit::PowerOff);
+        assert_eq!(DESCRIBED.load(Ordering::SeqCst) - before, 6);
     }
 
     struct PanicVcpu;

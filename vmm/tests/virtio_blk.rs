@@ -415,16 +415,21 @@ fn auto_engine_matches_the_kernel() {
 }
 
 /// A batch of mixed requests in one kick, as blk-mq sends them: writes,
-/// reads, a flush, GET_ID and a bad request, under each engine; every
-/// request gets its own right answer and the image the right bytes.
+/// reads, a flush, GET_ID and a bad request, under each engine and with
+/// each ring path (split-ring fast path, virtio-queue); every request gets
+/// its own right answer and the image the right bytes.
 #[test]
 fn engines_serve_mixed_batches() {
     let dir = TempDir::new("blk");
-    for engine in engines(&image(&dir, "probe.img", 8)) {
-        let p = image(&dir, &format!("{engine:?}.img"), 64);
+    let runs = engines(&image(&dir, "probe.img", 8))
+        .into_iter()
+        .flat_map(|e| [(e, true), (e, false)]);
+    for (engine, fast) in runs {
+        let p = image(&dir, &format!("{engine:?}-{fast}.img"), 64);
         let before = std::fs::read(&p).unwrap();
         let mut dev = disk(&p, false, Some("eng"));
         dev.set_io_engine(engine).unwrap();
+        dev.set_fast_ring(fast);
         assert_eq!(dev.io_engine(), Some(engine));
         let mut g = Guest::new();
         let mut d = g.attach(dev, 0);

@@ -2,8 +2,10 @@
 //!
 //! SIGINT, SIGTERM and SIGHUP are blocked in every thread and collected by
 //! one thread with `sigwait`, which stops the VM through the runner's
-//! [`StopSender`](zvisor_vmm::runner::StopSender) (or, while the VM is still
-//! being built, ends the process); the exit code is then 128 + the signal. When stdin is a terminal it is switched to raw mode
+//! [`VmHandle`](zvisor_vmm::runner::VmHandle) (or, while the VM is still
+//! being built, ends the process); the exit code is then 128 + the signal.
+//! SIGUSR1 logs every vCPU's state (registers, run state, exit counts) to
+//! stderr and lets the VM go on: for a guest that seems to hang. When stdin is a terminal it is switched to raw mode
 //! (so Ctrl-C reaches the guest) and restored on every way out.
 
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use zvisor_arch::HostPlatform;
 use zvisor_vmm::bus::Bus;
 use zvisor_vmm::config::ConsoleMode;
 use zvisor_vmm::exit::code;
-use zvisor_vmm::runner::StopSender;
+use zvisor_vmm::runner::VmHandle;
 use zvisor_vmm::{GuestExit, MemorySize, Platform, VmConfig};
 
 /// Arguments of `zvisor run`.
@@ -82,23 +84,25 @@ pub fn main(args: RunArgs) -> i32 {
     }
 }
 
-const STOP_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+/// Signals the signal thread waits for: SIGINT, SIGTERM and SIGHUP stop
+/// the VM, SIGUSR1 asks for a state dump.
+const WAITED_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1];
 
-fn stop_sigset() -> libc::sigset_t {
+fn waited_sigset() -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset only write the local set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for s in STOP_SIGNALS {
+        for s in WAITED_SIGNALS {
             libc::sigaddset(&mut set, s);
         }
         set
     }
 }
 
-/// Blocks the stop signals in this thread and every thread it starts later.
+/// Blocks the waited-for signals in this thread and every thread it starts later.
 fn block_stop_signals() -> Result<()> {
-    let set = stop_sigset();
+    let set = waited_sigset();
     // SAFETY: `set` is a valid, initialized signal set.
     let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     if r != 0 {
@@ -111,7 +115,7 @@ fn block_stop_signals() -> Result<()> {
 }
 
 /// Where the signal thread sends its stop once the VM runs.
-type StopSlot = Arc<Mutex<Option<StopSender>>>;
+type StopSlot = Arc<Mutex<Option<VmHandle>>>;
 
 /// Waits for stop signals on its own thread. While the VM is being built
 /// (the terminal is not raw yet) a signal ends the process at once, after
@@ -121,7 +125,7 @@ fn spawn_signal_waiter(slot: StopSlot, sockets: Vec<PathBuf>) {
     let r = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let set = stop_sigset();
+            let set = waited_sigset();
             loop {
                 let mut sig = 0;
                 // SAFETY: `set` is valid and `sig` is a valid out pointer.
@@ -129,7 +133,9 @@ fn spawn_signal_waiter(slot: StopSlot, sockets: Vec<PathBuf>) {
                     return;
                 }
                 match &*slot.lock().unwrap_or_else(|p| p.into_inner()) {
-                    Some(stop) => stop.stop(GuestExit::Signalled(sig)),
+                    Some(vm) if sig == libc::SIGUSR1 => vm.dump_state(),
+                    None if sig == libc::SIGUSR1 => {}
+                    Some(vm) => vm.stop(GuestExit::Signalled(sig)),
                     None => {
                         for p in &sockets {
                             let _ = std::fs::remove_file(p);

@@ -279,6 +279,77 @@ fn signals_stop_the_vm() {
     }
 }
 
+#[cfg(unix)]
+#[test]
+fn sigusr1_logs_each_vcpus_state_and_the_vm_goes_on() {
+    if skip_without_kvm("sigusr1_logs_each_vcpus_state_and_the_vm_goes_on") {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let k = tiny("tiny.elf");
+    let mut child = zvisor()
+        .args(["run", "--kernel", k.to_str().unwrap(), "--cpus", "2"])
+        .args(["--cmdline", "tiny.action=hang"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("action=hang") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "guest output ended early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut states = Vec::new();
+    for round in 0..2 {
+        // SAFETY: plain kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) }, 0);
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "stderr ended in round {round}: {got:?}"
+            );
+            if line.contains("state: vcpu") {
+                got.push(line);
+            }
+        }
+        states.extend(got);
+    }
+    // The VM is still running: a stop still works and says why.
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(143), "{rest}");
+    assert!(rest.contains("stopped by signal 15"), "{rest}");
+    for id in 0..2 {
+        let mine: Vec<_> = states
+            .iter()
+            .filter(|l| l.contains(&format!("state: vcpu{id} ")))
+            .collect();
+        assert_eq!(mine.len(), 2, "vcpu{id}: {states:?}");
+        for l in mine {
+            for field in ["rip=0x", "rsp=0x", "cr0=0x", "mp_state=", "kicks="] {
+                assert!(l.contains(field), "{field} missing: {l}");
+            }
+        }
+    }
+    // vCPU 0 printed the banner through the serial port.
+    assert!(
+        states
+            .iter()
+            .any(|l| l.contains("state: vcpu0 ") && !l.contains(" io=0 ")),
+        "{states:?}"
+    );
+}
+
 /// Puts a fresh pty's slave side on zvisor's stdin and returns `(master, slave)`.
 fn open_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
     use std::os::fd::FromRawFd;

@@ -47,6 +47,39 @@ fn outcome(st: ExitStatus) -> Outcome {
     }
 }
 
+/// Before a timed-out command is killed: every `zvisor` process here gets
+/// SIGUSR1 twice, a second apart, so that the VMMs log where their vCPUs
+/// are (two samples tell a spinning guest from a stuck one) into the output
+/// that is being forwarded.
+fn ask_vmms_for_state() {
+    let pids = || -> Vec<i32> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim_end() == "zvisor")
+            })
+            .collect()
+    };
+    let found = pids();
+    if found.is_empty() {
+        return;
+    }
+    for _ in 0..2 {
+        for &pid in &found {
+            // SAFETY: kill(2) with a pid read from /proc; at worst the
+            // process is gone (ESRCH) or the pid was reused by another
+            // process, which SIGUSR1 would not harm more than a kill.
+            unsafe {
+                libc::kill(pid, libc::SIGUSR1);
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// Waits for `child` until `deadline`; kills it after that. If even a
 /// killed child does not go away within `grace`, gives up on it (a process
 /// stuck in the kernel cannot be reaped, and init must go on).
@@ -58,6 +91,7 @@ fn wait_until(child: &mut Child, deadline: Instant, grace: Duration) -> Outcome 
             Err(_) => return Outcome::Exit(-1),
         }
         if Instant::now() >= deadline {
+            ask_vmms_for_state();
             let _ = child.kill();
             let give_up = Instant::now() + grace;
             while Instant::now() < give_up {

@@ -55,6 +55,7 @@ fn load_modules(tag: &str) -> u32 {
     let Ok(list) = std::fs::read_to_string(MODULES_LIST) else {
         return 0;
     };
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let mut failed = 0;
     for path in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let name = Path::new(path)
@@ -63,7 +64,8 @@ fn load_modules(tag: &str) -> u32 {
             .and_then(|n| n.split(".ko").next())
             .unwrap_or(path);
         let t = Instant::now();
-        let status = match sys::load_module(Path::new(path)) {
+        let params = plan::module_params(&cmdline, name);
+        let status = match sys::load_module(Path::new(path), &params) {
             Ok(()) => "ok".to_string(),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => "already-loaded".to_string(),
             Err(e) => {
@@ -71,8 +73,13 @@ fn load_modules(tag: &str) -> u32 {
                 format!("error:{}", e.raw_os_error().unwrap_or(0))
             }
         };
+        let params = if params.is_empty() {
+            String::new()
+        } else {
+            format!(" params={}", params.replace(' ', ","))
+        };
         say(&format!(
-            "ZVISOR-RESULT tag={tag} module={name} status={status} elapsed_ms={}",
+            "ZVISOR-RESULT tag={tag} module={name} status={status} elapsed_ms={}{params}",
             t.elapsed().as_millis()
         ));
     }

@@ -132,6 +132,24 @@ fn parse_timeout(what: &str, v: &str) -> Result<u64, PlanError> {
     }
 }
 
+/// The parameters the kernel command line gives module `module`
+/// (`module.param=value` words, `-` and `_` alike in the module name), as
+/// the string `finit_module` takes: what modprobe does for loadable
+/// modules, since the kernel applies such words only to built-in ones.
+pub fn module_params(cmdline: &str, module: &str) -> String {
+    let norm = |s: &str| s.replace('-', "_");
+    let want = norm(module);
+    split_words(cmdline)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|w| {
+            let (m, p) = w.split_once('.')?;
+            (norm(m) == want && !p.is_empty() && !p.starts_with('=')).then(|| p.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Parses the `zvisor.*` parameters of a kernel command line; everything
 /// else is ignored.
 pub fn parse_cmdline(cmdline: &str) -> Result<Boot, PlanError> {
@@ -250,6 +268,15 @@ pub fn plan(boot: &Boot, conf_steps: Vec<Step>) -> Vec<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_params_come_from_the_command_line_like_modprobe() {
+        let c = "quiet kvm_amd.vgif=0 kvm-amd.npt=1 kvm.halt_poll_ns=0 zvisor.tag=x kvm_amd.=1";
+        assert_eq!(module_params(c, "kvm-amd"), "vgif=0 npt=1");
+        assert_eq!(module_params(c, "kvm_amd"), "vgif=0 npt=1");
+        assert_eq!(module_params(c, "kvm"), "halt_poll_ns=0");
+        assert_eq!(module_params(c, "virtio_blk"), "");
+    }
 
     #[test]
     fn words_split_like_the_kernel() {

@@ -34,9 +34,10 @@ pub fn mount(source: &str, target: &str, fstype: &str) -> io::Result<()> {
 /// `MODULE_INIT_COMPRESSED_FILE`: the kernel decompresses the module.
 const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
 
-/// Loads a kernel module with `finit_module`. Compressed modules (`.xz`,
-/// `.zst`, `.gz`) are handed to the kernel to decompress.
-pub fn load_module(path: &Path) -> io::Result<()> {
+/// Loads a kernel module with `finit_module` and `params` (`a=1 b=2`).
+/// Compressed modules (`.xz`, `.zst`, `.gz`) are handed to the kernel to
+/// decompress.
+pub fn load_module(path: &Path, params: &str) -> io::Result<()> {
     let f = File::open(path)?;
     let compressed = path
         .extension()
@@ -46,7 +47,7 @@ pub fn load_module(path: &Path) -> io::Result<()> {
     } else {
         0
     };
-    let params = cstr(b"")?;
+    let params = cstr(params.as_bytes())?;
     // SAFETY: the fd is open for the duration of the call and `params` is a
     // valid NUL-terminated string; finit_module does not retain either.
     let ret = unsafe {

@@ -5,12 +5,27 @@
 //! before device-writable ones, the chain terminates, and its total length
 //! fits the spec's 4 GiB limit. Anything else is a [`ChainError`], which the
 //! device turns into `NEEDS_RESET`.
+//!
+//! These functions go through `virtio-queue` and vm-memory for every ring
+//! access. [`fast::FastQueue`] is the same contract through host pointers
+//! resolved once at activation ([`fast::SplitRing`]): virtio-blk owns its
+//! queue as a `FastQueue` for as long as its worker runs (the other devices
+//! stay on the functions here). The fast path keeps the [`Queue`]'s
+//! `next_avail`/`next_used` current and keeps its own count of used entries
+//! since the last interrupt decision (virtio-queue's `num_added` is private),
+//! so a device must not mix the two paths on one queue. A differential test
+//! (`fast_tests`) checks both give the same chains, errors, queue state and
+//! guest memory on random and malicious rings.
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::{InterruptReason, VirtioInterrupt};
 use crate::memory::GuestMemory;
+
+pub mod fast;
+#[cfg(test)]
+mod fast_tests;
 
 /// One guest buffer of a chain, known to lie inside guest RAM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +219,44 @@ pub fn signal_used(
     Ok(())
 }
 
+/// Guest RAM as the buffer copies see it: vm-memory's [`GuestMemory`], or
+/// the fast path's [`fast::RamMap`] (cached region bounds, same results).
+pub trait GuestRam {
+    /// Copies `[addr, addr + buf.len())` into `buf`; `false` if not all RAM.
+    fn read_at(&self, addr: GuestAddress, buf: &mut [u8]) -> bool;
+    /// Copies `buf` to `addr`; `false` (and possibly a partial write) if not all RAM.
+    fn write_at(&self, addr: GuestAddress, buf: &[u8]) -> bool;
+    /// Appends host iovecs for `[addr, addr + len)`; `None` if not all RAM.
+    fn push_iovecs(&self, addr: GuestAddress, len: u64, out: &mut Vec<libc::iovec>) -> Option<()>;
+}
+
+impl GuestRam for GuestMemory {
+    fn read_at(&self, addr: GuestAddress, buf: &mut [u8]) -> bool {
+        read_at(self, addr, buf)
+    }
+    fn write_at(&self, addr: GuestAddress, buf: &[u8]) -> bool {
+        write_at(self, addr, buf)
+    }
+    fn push_iovecs(&self, addr: GuestAddress, len: u64, out: &mut Vec<libc::iovec>) -> Option<()> {
+        // Fast path: the buffer lies in one region.
+        if let Ok(slice) = self.get_slice(addr, len as usize) {
+            out.push(libc::iovec {
+                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                iov_len: slice.len(),
+            });
+            return Some(());
+        }
+        for slice in GuestMemoryBackend::get_slices(self, addr, len as usize) {
+            let slice = slice.ok()?;
+            out.push(libc::iovec {
+                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                iov_len: slice.len(),
+            });
+        }
+        Some(())
+    }
+}
+
 /// Copies guest RAM at `addr` into `buf`: one region lookup when the range
 /// lies in one region (the case for nearly every buffer), vm-memory's
 /// region-by-region copy otherwise. `false` if it is not all RAM.
@@ -227,7 +280,12 @@ pub fn write_at(mem: &GuestMemory, addr: GuestAddress, buf: &[u8]) -> bool {
 
 /// Copies from the chain's segments, starting `offset` bytes in, into `buf`.
 /// Returns the bytes copied (short at the end of the segments).
-pub fn read_segments(mem: &GuestMemory, segs: &[Segment], offset: u64, buf: &mut [u8]) -> usize {
+pub fn read_segments<R: GuestRam + ?Sized>(
+    mem: &R,
+    segs: &[Segment],
+    offset: u64,
+    buf: &mut [u8],
+) -> usize {
     let mut skip = offset;
     let mut done = 0usize;
     for s in segs {
@@ -243,7 +301,7 @@ pub fn read_segments(mem: &GuestMemory, segs: &[Segment], offset: u64, buf: &mut
         let Some(addr) = s.addr.0.checked_add(skip) else {
             break;
         };
-        if !read_at(mem, GuestAddress(addr), &mut buf[done..done + n]) {
+        if !mem.read_at(GuestAddress(addr), &mut buf[done..done + n]) {
             break;
         }
         done += n;
@@ -254,7 +312,12 @@ pub fn read_segments(mem: &GuestMemory, segs: &[Segment], offset: u64, buf: &mut
 
 /// Copies `buf` into the chain's segments starting `offset` bytes in.
 /// Returns the bytes copied (short at the end of the segments).
-pub fn write_segments(mem: &GuestMemory, segs: &[Segment], offset: u64, buf: &[u8]) -> usize {
+pub fn write_segments<R: GuestRam + ?Sized>(
+    mem: &R,
+    segs: &[Segment],
+    offset: u64,
+    buf: &[u8],
+) -> usize {
     let mut skip = offset;
     let mut done = 0usize;
     for s in segs {
@@ -270,7 +333,7 @@ pub fn write_segments(mem: &GuestMemory, segs: &[Segment], offset: u64, buf: &[u
         let Some(addr) = s.addr.0.checked_add(skip) else {
             break;
         };
-        if !write_at(mem, GuestAddress(addr), &buf[done..done + n]) {
+        if !mem.write_at(GuestAddress(addr), &buf[done..done + n]) {
             break;
         }
         done += n;
@@ -317,8 +380,8 @@ pub fn iovecs(mem: &GuestMemory, segs: &[Segment]) -> Option<Vec<libc::iovec>> {
 
 /// Appends to `out` the host iovecs for `len` bytes of `segs` starting
 /// `offset` bytes in (fewer if the segments end first).
-pub fn iovecs_range(
-    mem: &GuestMemory,
+pub fn iovecs_range<R: GuestRam + ?Sized>(
+    mem: &R,
     segs: &[Segment],
     offset: u64,
     len: u64,
@@ -339,21 +402,7 @@ pub fn iovecs_range(
         let addr = GuestAddress(s.addr.0.checked_add(skip)?);
         skip = 0;
         left -= n;
-        // Fast path: the buffer lies in one region.
-        if let Ok(slice) = mem.get_slice(addr, n as usize) {
-            out.push(libc::iovec {
-                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
-                iov_len: slice.len(),
-            });
-            continue;
-        }
-        for slice in GuestMemoryBackend::get_slices(mem, addr, n as usize) {
-            let slice = slice.ok()?;
-            out.push(libc::iovec {
-                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
-                iov_len: slice.len(),
-            });
-        }
+        mem.push_iovecs(addr, n, out)?;
     }
     Some(())
 }

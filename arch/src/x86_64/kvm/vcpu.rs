@@ -22,6 +22,30 @@ pub struct X86Vcpu {
     id: u32,
     pio: Arc<Bus>,
     latch: Arc<ExitLatch>,
+    stats: ExitStats,
+}
+
+/// Exits seen by one vCPU, for [`PlatformVcpu::describe`].
+#[derive(Debug)]
+struct ExitStats {
+    io: u64,
+    mmio: u64,
+    other: u64,
+    interrupted: u64,
+    /// The last exit: kind and port or address.
+    last: (&'static str, u64),
+}
+
+impl Default for ExitStats {
+    fn default() -> Self {
+        ExitStats {
+            io: 0,
+            mmio: 0,
+            other: 0,
+            interrupted: 0,
+            last: ("none", 0),
+        }
+    }
 }
 
 const MSR_IA32_SYSENTER_CS: u32 = 0x174;
@@ -119,7 +143,13 @@ impl X86Vcpu {
         let fd = vm
             .create_vcpu(u64::from(id))
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-        let v = X86Vcpu { fd, id, pio, latch };
+        let v = X86Vcpu {
+            fd,
+            id,
+            pio,
+            latch,
+            stats: ExitStats::default(),
+        };
         v.set_cpuid(guest_cpuid)?;
         v.set_msrs();
         v.set_lint()?;
@@ -287,10 +317,19 @@ impl PlatformVcpu for X86Vcpu {
         let exit = match self.fd.run() {
             Ok(e) => e,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                return Ok(Exit::Interrupted)
+                self.stats.interrupted += 1;
+                return Ok(Exit::Interrupted);
             }
             Err(e) => return Err(Error::Kvm("KVM_RUN", e)),
         };
+        let st = &mut self.stats;
+        match &exit {
+            KvmExit::IoOut(port, _) => (st.io, st.last) = (st.io + 1, ("io-out", u64::from(*port))),
+            KvmExit::IoIn(port, _) => (st.io, st.last) = (st.io + 1, ("io-in", u64::from(*port))),
+            KvmExit::MmioRead(a, _) => (st.mmio, st.last) = (st.mmio + 1, ("mmio-read", *a)),
+            KvmExit::MmioWrite(a, _) => (st.mmio, st.last) = (st.mmio + 1, ("mmio-write", *a)),
+            _ => (st.other, st.last) = (st.other + 1, ("other", 0)),
+        }
         let out = match exit {
             KvmExit::IoOut(port, data) => {
                 if !self.pio.write(u64::from(port), data) {
@@ -339,6 +378,38 @@ impl PlatformVcpu for X86Vcpu {
             ))),
         };
         Ok(out)
+    }
+
+    fn describe(&mut self) -> String {
+        let st = &self.stats;
+        let mut s = format!(
+            "vcpu{} exits io={} mmio={} other={} kicks={} last={} {:#x}",
+            self.id, st.io, st.mmio, st.other, st.interrupted, st.last.0, st.last.1
+        );
+        match self.fd.get_regs() {
+            Ok(r) => s.push_str(&format!(
+                " rip={:#x} rsp={:#x} rflags={:#x} rax={:#x}",
+                r.rip, r.rsp, r.rflags, r.rax
+            )),
+            Err(e) => s.push_str(&format!(" regs: {e}")),
+        }
+        if let Ok(sr) = self.fd.get_sregs() {
+            s.push_str(&format!(
+                " cs={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
+                sr.cs.selector, sr.cr0, sr.cr3, sr.cr4, sr.efer
+            ));
+        }
+        if let Ok(mp) = self.fd.get_mp_state() {
+            // 0 runnable, 3 halted (KVM_MP_STATE_*).
+            s.push_str(&format!(" mp_state={}", mp.mp_state));
+        }
+        if let Ok(ev) = self.fd.get_vcpu_events() {
+            s.push_str(&format!(
+                " irq_pending={} nmi_pending={} intr_shadow={}",
+                ev.interrupt.injected, ev.nmi.pending, ev.interrupt.shadow
+            ));
+        }
+        s
     }
 }
 

@@ -1,11 +1,14 @@
 //! virtio-blk on a raw image file.
 //!
 //! Reads and writes go straight between the image and guest RAM: all the
-//! requests of one wake-up in one `io_uring_enter` (see [`uring`]), or with
-//! `preadv`/`pwritev` where io_uring is unavailable; `VIRTIO_BLK_F_FLUSH` is `fdatasync`; `GET_ID` returns the
-//! serial; discard and write-zeroes punch holes. Every request is checked
-//! against the image size; out-of-range, misdirected or read-only-violating
-//! requests get `IOERR`, unknown ones `UNSUPP`.
+//! requests of one wake-up in one `io_uring_enter` (see [`uring`]; the image
+//! is a registered io_uring file where the kernel allows it), or with
+//! `preadv`/`pwritev` where io_uring is unavailable; `VIRTIO_BLK_F_FLUSH` is
+//! `fdatasync`; `GET_ID` returns the serial; discard and write-zeroes punch
+//! holes. The queue goes through the split-ring fast path ([`FastQueue`])
+//! where its rings allow it. Every request is checked against the image
+//! size; out-of-range, misdirected or read-only-violating requests get
+//! `IOERR`, unknown ones `UNSUPP`.
 
 pub mod request;
 mod uring;
@@ -16,14 +19,11 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use virtio_queue::Queue;
 use vm_memory::GuestAddress;
 
 use self::request::{byte_range, status as st, Kind, Op, ID_LEN};
-use super::queue::{
-    add_used, iovecs_range, pop_chain_into, quiesce, rearm, signal_used, write_at, write_segments,
-    Chain, ChainError,
-};
+use super::queue::fast::{FastQueue, RamMap};
+use super::queue::{iovecs_range, write_segments, Chain, ChainError, GuestRam};
 use super::worker::{self, EpollCtl, Handler, Worker};
 use super::{
     features, types, ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt,
@@ -119,6 +119,8 @@ pub struct Block {
     worker: Option<Worker<BlockHandler>>,
     config: [u8; CONFIG_LEN],
     avail: u64,
+    /// Serve the queue through the split-ring fast path where it applies.
+    fast_ring: bool,
 }
 
 impl Block {
@@ -189,6 +191,7 @@ impl Block {
             worker: None,
             config,
             avail,
+            fast_ring: true,
         };
         // Auto never fails: without io_uring the sync engine serves.
         let _ = dev.set_io_engine(IoEngine::Auto);
@@ -202,7 +205,7 @@ impl Block {
             .disk
             .as_mut()
             .ok_or_else(|| io::Error::other("device is active"))?;
-        disk.ring = match engine {
+        let ring = match engine {
             IoEngine::Sync => None,
             IoEngine::Uring => Some(uring::Ring::new(u32::from(QUEUE_SIZE))?),
             IoEngine::Auto => match uring::Ring::new(u32::from(QUEUE_SIZE)) {
@@ -213,6 +216,10 @@ impl Block {
                 }
             },
         };
+        disk.ring = ring.map(|mut r| {
+            r.register_file(disk.file.as_raw_fd());
+            r
+        });
         Ok(())
     }
 
@@ -226,6 +233,13 @@ impl Block {
         })
     }
 
+    /// Whether the next activation serves the queue through the split-ring
+    /// fast path ([`FastQueue`], the default) or always through
+    /// `virtio-queue` (for A/B measurements).
+    pub fn set_fast_ring(&mut self, on: bool) {
+        self.fast_ring = on;
+    }
+
     /// Capacity in 512-byte sectors.
     pub fn sectors(&self) -> u64 {
         le_u64(&self.config, 0).unwrap_or(0)
@@ -237,13 +251,22 @@ impl Block {
     pub fn process_inline(
         &mut self,
         mem: &GuestMemory,
-        queue: &mut Queue,
+        queue: &mut FastQueue,
         irq: &dyn VirtioInterrupt,
     ) -> Result<(), DeviceError> {
         let disk = self
             .disk
             .as_mut()
             .ok_or_else(|| io::Error::other("device is active"))?;
+        let ram = if queue.is_fast() {
+            RamMap::new(mem)
+        } else {
+            None
+        };
+        let mem = Ram {
+            mem,
+            fast: ram.as_ref(),
+        };
         process_queue(queue, mem, disk, irq, 0, &mut Scratch::default())
     }
 }
@@ -288,11 +311,23 @@ impl VirtioDevice for Block {
         let index = queues.first().map_or(0, |q| q.index);
         let (notify, mut qs) = worker::split_queues(queues, 1)?;
         let disk = self.disk.take().ok_or(ActivateError::AlreadyActive)?;
+        let queue = qs.remove(0);
+        let queue = if self.fast_ring {
+            FastQueue::new(queue, &mem)
+        } else {
+            FastQueue::slow(queue)
+        };
+        let ram = if queue.is_fast() {
+            RamMap::new(&mem)
+        } else {
+            None
+        };
         let handler = BlockHandler {
             disk,
+            ram,
             mem,
             irq: interrupt.clone(),
-            queue: qs.remove(0),
+            queue,
             index,
             scratch: Scratch::default(),
         };
@@ -314,11 +349,46 @@ impl VirtioDevice for Block {
 
 struct BlockHandler {
     disk: Disk,
+    /// Region bounds cached for buffer copies (with the fast ring).
+    ram: Option<RamMap>,
     mem: GuestMemory,
     irq: Arc<dyn VirtioInterrupt>,
-    queue: Queue,
+    queue: FastQueue,
     index: u16,
     scratch: Scratch,
+}
+
+/// Guest memory as the device uses it: vm-memory for the queue's slow
+/// path, and for buffer copies the cached region bounds when the fast ring
+/// is on (same results, fewer lookups).
+#[derive(Clone, Copy)]
+struct Ram<'a> {
+    mem: &'a GuestMemory,
+    fast: Option<&'a RamMap>,
+}
+
+impl GuestRam for Ram<'_> {
+    #[inline]
+    fn read_at(&self, addr: GuestAddress, buf: &mut [u8]) -> bool {
+        match self.fast {
+            Some(r) => r.read_at(addr, buf),
+            None => self.mem.read_at(addr, buf),
+        }
+    }
+    #[inline]
+    fn write_at(&self, addr: GuestAddress, buf: &[u8]) -> bool {
+        match self.fast {
+            Some(r) => r.write_at(addr, buf),
+            None => self.mem.write_at(addr, buf),
+        }
+    }
+    #[inline]
+    fn push_iovecs(&self, addr: GuestAddress, len: u64, out: &mut Vec<libc::iovec>) -> Option<()> {
+        match self.fast {
+            Some(r) => r.push_iovecs(addr, len, out),
+            None => self.mem.push_iovecs(addr, len, out),
+        }
+    }
 }
 
 /// Buffers reused from request to request (no allocation per request).
@@ -336,7 +406,10 @@ impl Handler for BlockHandler {
     fn queue_notified(&mut self, _ctl: &EpollCtl<'_>, _q: usize) -> Result<(), DeviceError> {
         process_queue(
             &mut self.queue,
-            &self.mem,
+            Ram {
+                mem: &self.mem,
+                fast: self.ram.as_ref(),
+            },
             &mut self.disk,
             self.irq.as_ref(),
             self.index,
@@ -348,8 +421,8 @@ impl Handler for BlockHandler {
 /// Serves every available request; the unit of work shared by the worker,
 /// tests and benches.
 fn process_queue(
-    q: &mut Queue,
-    mem: &GuestMemory,
+    q: &mut FastQueue,
+    mem: Ram<'_>,
     disk: &mut Disk,
     irq: &dyn VirtioInterrupt,
     index: u16,
@@ -367,8 +440,8 @@ fn process_queue(
 }
 
 fn serve(
-    q: &mut Queue,
-    mem: &GuestMemory,
+    q: &mut FastQueue,
+    mem: Ram<'_>,
     disk: &mut Disk,
     irq: &dyn VirtioInterrupt,
     index: u16,
@@ -378,10 +451,10 @@ fn serve(
     loop {
         // While busy, ask the driver not to notify (VRING_USED_F_NO_NOTIFY or
         // avail_event); re-enable and re-check before going to sleep.
-        quiesce(q, mem)?;
-        while pop_chain_into(q, mem, &mut scratch.chain)? {
+        q.quiesce(mem.mem)?;
+        while q.pop_chain_into(mem.mem, &mut scratch.chain)? {
             let chain = &scratch.chain;
-            let Some(req) = request::parse(mem, chain) else {
+            let Some(req) = request::parse(&mem, chain) else {
                 return Err(ChainError::NoReply(chain.head).into());
             };
             if let (Some(ring), Ok(op)) = (disk.ring.as_mut(), &req.op) {
@@ -398,7 +471,7 @@ fn serve(
                     // Submit in chunks of URING_CHUNK.
                     if ring.queued() >= URING_CHUNK || ring.is_full() {
                         complete_batch(q, mem, disk)?;
-                        signal_used(q, mem, irq, index)?;
+                        q.signal_used(mem.mem, irq, index)?;
                         unsignalled = 0;
                     }
                     continue;
@@ -417,35 +490,35 @@ fn serve(
             unsignalled += 1;
             if unsignalled >= SIGNAL_EVERY {
                 // Let the driver recycle buffers while the device keeps going.
-                signal_used(q, mem, irq, index)?;
+                q.signal_used(mem.mem, irq, index)?;
                 unsignalled = 0;
             }
         }
         // One io_uring_enter for everything this pass queued.
         unsignalled += complete_batch(q, mem, disk)?;
-        if !rearm(q, mem)? {
+        if !q.rearm(mem.mem)? {
             break;
         }
     }
     if unsignalled > 0 {
-        signal_used(q, mem, irq, index)?;
+        q.signal_used(mem.mem, irq, index)?;
     }
     Ok(())
 }
 
 /// Status byte, then the used element.
 fn complete(
-    q: &mut Queue,
-    mem: &GuestMemory,
+    q: &mut FastQueue,
+    mem: Ram<'_>,
     head: u16,
     status_addr: GuestAddress,
     status: u8,
     written: u32,
 ) -> Result<(), DeviceError> {
-    if !write_at(mem, status_addr, &[status]) {
+    if !mem.write_at(status_addr, &[status]) {
         return Err(io::Error::other("status byte outside guest RAM").into());
     }
-    add_used(q, mem, head, written + 1)?;
+    q.add_used(mem.mem, head, written + 1)?;
     Ok(())
 }
 
@@ -454,7 +527,7 @@ fn complete(
 #[allow(clippy::too_many_arguments)]
 fn queue_rw(
     ring: &mut uring::Ring,
-    mem: &GuestMemory,
+    mem: Ram<'_>,
     file: &File,
     size: u64,
     readonly: bool,
@@ -472,7 +545,7 @@ fn queue_rw(
     };
     let (segs, data_off) = op.data(chain);
     let iov = ring.next_iov();
-    if iovecs_range(mem, segs, data_off, len, iov).is_none() || iov.len() > uring::MAX_IOV {
+    if iovecs_range(&mem, segs, data_off, len, iov).is_none() || iov.len() > uring::MAX_IOV {
         return false;
     }
     ring.push(file.as_raw_fd(), chain.head, status, write, off, len);
@@ -480,7 +553,7 @@ fn queue_rw(
 }
 
 /// Completes the ring's batch; returns how many requests were completed.
-fn complete_batch(q: &mut Queue, mem: &GuestMemory, disk: &mut Disk) -> Result<usize, DeviceError> {
+fn complete_batch(q: &mut FastQueue, mem: Ram<'_>, disk: &mut Disk) -> Result<usize, DeviceError> {
     let Some(ring) = disk.ring.as_mut() else {
         return Ok(0);
     };
@@ -493,7 +566,7 @@ fn complete_batch(q: &mut Queue, mem: &GuestMemory, disk: &mut Disk) -> Result<u
 
 /// Runs one request; returns (status, bytes written to guest data buffers).
 fn execute(
-    mem: &GuestMemory,
+    mem: Ram<'_>,
     disk: &Disk,
     chain: &Chain,
     op: &Op,
@@ -511,7 +584,7 @@ fn execute(
                 return (st::IOERR, 0);
             };
             iov.clear();
-            if iovecs_range(mem, segs, data_off, len, iov).is_none() {
+            if iovecs_range(&mem, segs, data_off, len, iov).is_none() {
                 return (st::IOERR, 0);
             }
             match rw_all(fd, iov, off, write) {
@@ -532,14 +605,14 @@ fn execute(
         },
         Kind::GetId => {
             let n = (op.len as usize).min(ID_LEN);
-            let w = write_segments(mem, segs, data_off, &disk.id[..n]);
+            let w = write_segments(&mem, segs, data_off, &disk.id[..n]);
             (st::OK, w as u32)
         }
         Kind::Discard | Kind::WriteZeroes => {
             if disk.readonly {
                 return (st::IOERR, 0);
             }
-            let Some(ranges) = request::ranges(mem, chain, op, MAX_DISCARD_SEG as usize) else {
+            let Some(ranges) = request::ranges(&mem, chain, op, MAX_DISCARD_SEG as usize) else {
                 return (st::IOERR, 0);
             };
             for r in ranges {

@@ -4,8 +4,7 @@
 use vm_memory::GuestAddress;
 
 use crate::endian::{le_u32, le_u64};
-use crate::memory::GuestMemory;
-use crate::virtio::queue::{read_segments, Chain, Segment};
+use crate::virtio::queue::{read_segments, Chain, GuestRam, Segment};
 
 /// Request types.
 pub mod types {
@@ -90,7 +89,7 @@ impl Op {
 
 /// Parses `chain`; `None` when it has no writable byte to put a status in
 /// (the request cannot be answered).
-pub fn parse(mem: &GuestMemory, chain: &Chain) -> Option<Request> {
+pub fn parse<R: GuestRam + ?Sized>(mem: &R, chain: &Chain) -> Option<Request> {
     let wlen = chain.writable_len();
     let last = chain.writable.iter().rev().find(|s| s.len > 0)?;
     // pop_chain checked the buffer lies in RAM, so this cannot overflow.
@@ -99,7 +98,7 @@ pub fn parse(mem: &GuestMemory, chain: &Chain) -> Option<Request> {
     Some(Request { status, op })
 }
 
-fn parse_op(mem: &GuestMemory, chain: &Chain, wdata_len: u64) -> Result<Op, u8> {
+fn parse_op<R: GuestRam + ?Sized>(mem: &R, chain: &Chain, wdata_len: u64) -> Result<Op, u8> {
     let rlen = chain.readable_len();
     if rlen < HEADER_LEN {
         return Err(status::IOERR);
@@ -165,7 +164,12 @@ pub struct Range {
 }
 
 /// Reads the ranges of a discard/write-zeroes request (at most `max`).
-pub fn ranges(mem: &GuestMemory, chain: &Chain, op: &Op, max: usize) -> Option<Vec<Range>> {
+pub fn ranges<R: GuestRam + ?Sized>(
+    mem: &R,
+    chain: &Chain,
+    op: &Op,
+    max: usize,
+) -> Option<Vec<Range>> {
     let (segs, base) = op.data(chain);
     let n = usize::try_from(op.len / RANGE_LEN).ok()?;
     if n > max {

@@ -33,6 +33,9 @@ pub(super) struct Ring {
     ring: IoUring,
     slots: Vec<Slot>,
     queued: usize,
+    /// The image's fd is registered as fixed file 0 (`IOSQE_FIXED_FILE`:
+    /// no fd lookup and reference count per request).
+    fixed: bool,
 }
 
 // SAFETY: the iovecs only point into guest RAM, which outlives the ring, and
@@ -60,6 +63,7 @@ impl Ring {
             ring,
             slots: Vec::new(),
             queued: 0,
+            fixed: false,
         };
         let nop = opcode::Nop::new().build().user_data(u64::MAX);
         // SAFETY: a NOP references no memory.
@@ -81,6 +85,15 @@ impl Ring {
             })
             .collect();
         Ok(r)
+    }
+
+    /// Registers `fd` (the image) as fixed file 0 for the reads and writes
+    /// pushed after this; keeps plain fds where the kernel refuses.
+    pub fn register_file(&mut self, fd: RawFd) {
+        match self.ring.submitter().register_files(&[fd]) {
+            Ok(()) => self.fixed = true,
+            Err(e) => tracing::debug!("virtio-blk: io_uring file registration refused ({e})"),
+        }
     }
 
     /// No free slot left: the caller must [`Ring::complete`] first.
@@ -120,18 +133,26 @@ impl Ring {
         s.len = len;
         s.res = i32::MIN;
         let (ptr, cnt) = (s.iov.as_ptr(), s.iov.len() as u32);
-        let f = types::Fd(fd);
-        let e = match (write, s.iov.as_slice()) {
-            // One buffer (the usual 4 KiB page): plain READ/WRITE, no iovec
-            // import in the kernel.
-            (false, [v]) => opcode::Read::new(f, v.iov_base.cast(), v.iov_len as u32)
-                .offset(off)
-                .build(),
-            (true, [v]) => opcode::Write::new(f, v.iov_base.cast(), v.iov_len as u32)
-                .offset(off)
-                .build(),
-            (false, _) => opcode::Readv::new(f, ptr, cnt).offset(off).build(),
-            (true, _) => opcode::Writev::new(f, ptr, cnt).offset(off).build(),
+        macro_rules! entry {
+            ($f:expr) => {
+                match (write, s.iov.as_slice()) {
+                    // One buffer (the usual 4 KiB page): plain READ/WRITE, no
+                    // iovec import in the kernel.
+                    (false, [v]) => opcode::Read::new($f, v.iov_base.cast(), v.iov_len as u32)
+                        .offset(off)
+                        .build(),
+                    (true, [v]) => opcode::Write::new($f, v.iov_base.cast(), v.iov_len as u32)
+                        .offset(off)
+                        .build(),
+                    (false, _) => opcode::Readv::new($f, ptr, cnt).offset(off).build(),
+                    (true, _) => opcode::Writev::new($f, ptr, cnt).offset(off).build(),
+                }
+            };
+        }
+        let e = if self.fixed {
+            entry!(types::Fixed(0))
+        } else {
+            entry!(types::Fd(fd))
         };
         // SAFETY: the iovec array lives in `slots[i]`, untouched until
         // `complete` has reaped this entry; the buffers are guest RAM that
