@@ -588,6 +588,7 @@ mod tests {
                 timed_out: false,
                 stalled: false,
                 elapsed: Duration::from_secs(1),
+                hang_report: String::new(),
             },
             log: PathBuf::from("/dev/null"),
             build_time: Duration::ZERO,
