@@ -158,6 +158,22 @@ fn run(pid1: bool) -> (bool, bool) {
         }
     };
     let mut failures = if pid1 { load_modules(&tag) } else { 0 };
+    // Held until init ends (see `zvisor.kvm_pin` in plan.rs).
+    let _kvm_pin = if boot.kvm_pin {
+        match sys::kvm_idle_vm() {
+            Ok(fds) => {
+                say(&format!("ZVISOR-RESULT tag={tag} kvm_pin=ok"));
+                Some(fds)
+            }
+            Err(e) => {
+                failures += 1;
+                say(&format!("ZVISOR-RESULT tag={tag} kvm_pin=error:{e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     say(&format!(
         "ZVISOR-INIT-READY tag={tag} uptime_s={} kernel={}",
         uptime(),

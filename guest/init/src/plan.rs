@@ -9,6 +9,11 @@
 //! - `zvisor.timeout=SECS`: timeout for `zvisor.exec` commands;
 //! - `zvisor.halt=poweroff|reboot`: how to end (default poweroff; `reboot`
 //!   suits VMMs without ACPI power-off, with `reboot=k` on x86).
+//! - `zvisor.kvm_pin=0|1`: after loading modules, hold one idle KVM VM (an
+//!   in-kernel irqchip and a vCPU that never runs) until init ends, so that
+//!   the kernel's per-VM static keys never drop back to zero between the
+//!   VMs the plan starts (rung 2's workaround for QEMU 7.2 TCG, see
+//!   docs/testing.md).
 //!
 //! Config file lines (`#` starts a comment, words split like the command
 //! line, double quotes group words):
@@ -61,6 +66,8 @@ pub struct Boot {
     pub execs: Vec<ExecSpec>,
     /// End with a reboot instead of a power-off.
     pub halt_reboot: bool,
+    /// Hold an idle KVM VM for init's lifetime (`zvisor.kvm_pin=1`).
+    pub kvm_pin: bool,
 }
 
 /// A parse error with its location.
@@ -159,6 +166,7 @@ pub fn parse_cmdline(cmdline: &str) -> Result<Boot, PlanError> {
         report: true,
         execs: Vec::new(),
         halt_reboot: false,
+        kvm_pin: false,
     };
     let mut timeout = DEFAULT_TIMEOUT_SECS;
     let mut raw_execs = Vec::new();
@@ -181,6 +189,7 @@ pub fn parse_cmdline(cmdline: &str) -> Result<Boot, PlanError> {
                 )))
             }
             "report" => boot.report = parse_bool("zvisor.report", val)?,
+            "kvm_pin" => boot.kvm_pin = parse_bool("zvisor.kvm_pin", val)?,
             "timeout" => timeout = parse_timeout("zvisor.timeout", val)?,
             "exec" => raw_execs.push(val.to_string()),
             "halt" => {
@@ -307,6 +316,9 @@ mod tests {
         assert!(!b.halt_reboot);
         assert!(parse_cmdline("zvisor.halt=reboot").unwrap().halt_reboot);
         assert!(!parse_cmdline("zvisor.halt=poweroff").unwrap().halt_reboot);
+        assert!(!b.kvm_pin);
+        assert!(parse_cmdline("zvisor.kvm_pin=1").unwrap().kvm_pin);
+        assert!(parse_cmdline("zvisor.kvm_pin=maybe").is_err());
 
         let b = parse_cmdline(
             r#"zvisor.tag=c2m512 zvisor.report=0 zvisor.timeout=5 zvisor.exec="/bin/a -x" zvisor.exec=/bin/b"#,
