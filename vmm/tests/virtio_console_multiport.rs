@@ -132,10 +132,12 @@ impl Mp {
     }
 }
 
-/// Bring-up as Linux does it; returns the driver after both ports are ready.
-fn bring_up() -> Mp {
-    let feats = features::VERSION_1 | F_MULTIPORT;
+/// Bring-up as Linux does it (with `extra` features on top of VERSION_1 and
+/// MULTIPORT); returns the driver after both ports are ready.
+fn bring_up_with(extra: u64) -> Mp {
+    let feats = features::VERSION_1 | F_MULTIPORT | extra;
     let mut m = Mp::new(feats, 6);
+    assert_eq!(m.d.features & extra, extra, "{extra:#x} not negotiated");
     assert!(m.d.features & F_MULTIPORT != 0, "MULTIPORT not negotiated");
     assert_eq!(m.d.config(4, 4), 2u32.to_le_bytes(), "max_nr_ports");
     m.post_ctrl_bufs(16);
@@ -160,9 +162,24 @@ fn bring_up() -> Mp {
     m
 }
 
+fn bring_up() -> Mp {
+    bring_up_with(0)
+}
+
 #[test]
 fn named_ports_and_host_connection_state() {
-    let mut m = bring_up();
+    named_ports_and_host_connection_state_with(0);
+}
+
+/// The same with `VIRTIO_F_RING_EVENT_IDX`, as Linux negotiates it: every
+/// queue kind (port data, control in and out) must re-arm `avail_event`.
+#[test]
+fn named_ports_and_host_connection_state_with_event_idx() {
+    named_ports_and_host_connection_state_with(features::RING_EVENT_IDX);
+}
+
+fn named_ports_and_host_connection_state_with(extra: u64) {
+    let mut m = bring_up_with(extra);
     // Port 0 (fixed fds): both ways on queues 0 and 1, once a guest program
     // opened it (Linux discards input on a closed port).
     m.send_ctrl(&ctrl(0, PORT_OPEN, 1));

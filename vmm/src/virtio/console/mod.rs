@@ -69,8 +69,6 @@ pub struct Console {
     ports: Option<Vec<Port>>,
     nr_ports: usize,
     multiport: bool,
-    /// Whether `VIRTIO_F_RING_EVENT_IDX` is offered (see [`Console::offer_event_idx`]).
-    event_idx: bool,
     acked: u64,
     queue_sizes: Vec<u16>,
     /// A dup of the output for emergency writes while the worker owns the
@@ -87,22 +85,11 @@ impl Console {
             ports: Some(ports),
             nr_ports,
             multiport,
-            event_idx: false,
             acked: 0,
             queue_sizes: vec![QUEUE_SIZE; nq],
             emerg,
             worker: None,
         }
-    }
-
-    /// Offers `VIRTIO_F_RING_EVENT_IDX`. The handler re-arms every queue
-    /// (in-process tests cover it), but it is off by default: one rung-2 run
-    /// of 2026-11-27 saw an L2 on `--console virtio` hang before its first
-    /// line with it offered, which is not explained yet; without it the
-    /// console has passed every rung-2 run (docs/virtio.md).
-    pub fn offer_event_idx(mut self) -> Self {
-        self.event_idx = true;
-        self
     }
 
     /// A single-port console on fixed fds.
@@ -184,11 +171,7 @@ impl VirtioDevice for Console {
         let multiport = if self.multiport { F_MULTIPORT } else { 0 };
         features::VERSION_1
             | features::RING_INDIRECT_DESC
-            | if self.event_idx {
-                features::RING_EVENT_IDX
-            } else {
-                0
-            }
+            | features::RING_EVENT_IDX
             | F_EMERG_WRITE
             | multiport
     }
