@@ -193,7 +193,17 @@ impl QemuSpec {
             "-initrd".into(),
             self.initrd.display().to_string(),
             "-append".into(),
-            format!("console={} {}", self.arch.console(), self.append),
+            format!(
+                "console={} {}{}",
+                self.arch.console(),
+                // A nested L1's init holds one idle KVM VM, so the kernel's
+                // per-VM static keys are not re-patched around every L2:
+                // QEMU 7.2's TCG can leave both L1 CPUs looping in the int3
+                // that live patching plants (docs/testing.md). Later words
+                // of `append` override it.
+                if self.nested { "zvisor.kvm_pin=1 " } else { "" },
+                self.append
+            ),
         ]);
         a.extend(self.extra.iter().cloned());
         a
@@ -443,6 +453,12 @@ mod tests {
         ] {
             assert!(a.contains(want), "{want} missing from {a}");
         }
-        assert!(a.ends_with("-append console=ttyS0 quiet"), "{a}");
+        // Nested: the L1 init pins a KVM VM; `append` comes last.
+        assert!(
+            a.ends_with("-append console=ttyS0 zvisor.kvm_pin=1 quiet"),
+            "{a}"
+        );
+        let plain = QemuSpec { nested: false, ..s }.args().join(" ");
+        assert!(plain.ends_with("-append console=ttyS0 quiet"), "{plain}");
     }
 }
