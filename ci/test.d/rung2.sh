@@ -29,6 +29,10 @@
 #    virtio_console in L2 (64 KiB echo with sha256, reconnect).
 #  - aarch64_fdt: Debian's arm64 kernel under QEMU virt TCG boots from
 #    zvisor's FDT and finds virtio-blk/rng through our virtio_mmio nodes.
+# Nested L1s boot with zvisor.kvm_pin=1 (their init holds an idle KVM VM, so
+# no kernel text is live-patched around each L2: QEMU 7.2's TCG can freeze an
+# L1 there) and a hung L1 is booted once more, with its CPUs' RIPs printed
+# (docs/testing.md). x86_64_l2_soak is #[ignore]d: run it by hand.
 # Missing assets or QEMU fail this stage (ZVISOR_REQUIRE_RUNG2=1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
