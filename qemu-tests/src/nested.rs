@@ -363,6 +363,29 @@ pub fn run_nested(
     Ok(NestedOutcome::from_boots(&plan.checks, boots))
 }
 
+/// The files of a rung-2 L1 image that runs `zvisor` by hand: the static
+/// `zvisor` as /bin/zvisor, the L2 kernel and initramfs as
+/// /boot/l2-kernel and /boot/l2-initrd, and `busybox` as /bin/busybox.
+pub fn l1_files(
+    zvisor: &Path,
+    l2_kernel: &Path,
+    l2_initrd: &Path,
+    busybox: &Path,
+) -> Vec<FileSpec> {
+    [
+        (zvisor, "/bin/zvisor"),
+        (l2_kernel, "/boot/l2-kernel"),
+        (l2_initrd, "/boot/l2-initrd"),
+        (busybox, "/bin/busybox"),
+    ]
+    .into_iter()
+    .map(|(src, dst)| FileSpec {
+        src: src.to_path_buf(),
+        dst: dst.into(),
+    })
+    .collect()
+}
+
 /// Bytes the L2 kernel occupies once loaded (for the MemTotal bound).
 pub fn l2_image_bytes(k: &KernelAssets) -> u64 {
     k.vmlinux

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use zvisor_mkinitramfs::{write_image_file, FileSpec, ImageSpec, ModuleIndex};
 use zvisor_qemu_tests::binaries::{build_static, check_static};
+use zvisor_qemu_tests::nested::l1_files;
 use zvisor_qemu_tests::qemu::{run_retrying_hangs, QemuSpec};
 use zvisor_qemu_tests::{prerequisites, skip, workdir, GuestArch};
 
@@ -86,28 +87,21 @@ fn x86_64_channel_with_linux_virtio_console() {
     write_image_file(
         &ImageSpec {
             init: Some(init),
-            files: vec![
-                FileSpec {
-                    src: zvisor,
-                    dst: "/bin/zvisor".into(),
-                },
-                FileSpec {
+            files: {
+                let mut f = l1_files(
+                    &zvisor,
+                    k.vmlinux
+                        .as_deref()
+                        .expect("ELF vmlinux (rerun ci/assets.sh)"),
+                    &l2_initrd,
+                    Path::new(BUSYBOX),
+                );
+                f.push(FileSpec {
                     src: client,
                     dst: "/bin/zvisor-chan-client".into(),
-                },
-                FileSpec {
-                    src: k.vmlinux.clone().expect("ELF vmlinux (rerun ci/assets.sh)"),
-                    dst: "/boot/l2-kernel".into(),
-                },
-                FileSpec {
-                    src: l2_initrd,
-                    dst: "/boot/l2-initrd".into(),
-                },
-                FileSpec {
-                    src: BUSYBOX.into(),
-                    dst: "/bin/busybox".into(),
-                },
-            ],
+                });
+                f
+            },
             texts: vec![
                 ("/etc/zvisor/init.conf".into(), conf.into_bytes()),
                 (

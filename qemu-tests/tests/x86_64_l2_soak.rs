@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use zvisor_mkinitramfs::{write_image_file, FileSpec, ImageSpec, ModuleIndex};
 use zvisor_qemu_tests::binaries::{build_static, check_static};
+use zvisor_qemu_tests::nested::l1_files;
 use zvisor_qemu_tests::qemu::QemuSpec;
 use zvisor_qemu_tests::{prerequisites, skip, workdir, GuestArch};
 
@@ -96,24 +97,14 @@ fn x86_64_l2_boot_soak() {
     write_image_file(
         &ImageSpec {
             init: Some(init),
-            files: vec![
-                FileSpec {
-                    src: zvisor,
-                    dst: "/bin/zvisor".into(),
-                },
-                FileSpec {
-                    src: k.vmlinux.clone().expect("ELF vmlinux (rerun ci/assets.sh)"),
-                    dst: "/boot/l2-kernel".into(),
-                },
-                FileSpec {
-                    src: l2_initrd,
-                    dst: "/boot/l2-initrd".into(),
-                },
-                FileSpec {
-                    src: BUSYBOX.into(),
-                    dst: "/bin/busybox".into(),
-                },
-            ],
+            files: l1_files(
+                &zvisor,
+                k.vmlinux
+                    .as_deref()
+                    .expect("ELF vmlinux (rerun ci/assets.sh)"),
+                &l2_initrd,
+                Path::new(BUSYBOX),
+            ),
             texts: vec![("/etc/zvisor/init.conf".to_string(), conf.into_bytes())],
             modules: want(&["kvm-amd"]),
         },

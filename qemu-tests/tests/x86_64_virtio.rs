@@ -24,6 +24,7 @@ use std::time::Duration;
 use zvisor_mkinitramfs::{write_image_file, FileSpec, ImageSpec, ModuleIndex};
 use zvisor_qemu_tests::assets::on_path;
 use zvisor_qemu_tests::binaries::{build_static, check_static};
+use zvisor_qemu_tests::nested::l1_files;
 use zvisor_qemu_tests::qemu::{run_retrying_hangs, QemuSpec};
 use zvisor_qemu_tests::{prerequisites, skip, workdir, GuestArch};
 
@@ -181,24 +182,14 @@ fn x86_64_virtio_devices_with_linux_drivers() {
     write_image_file(
         &ImageSpec {
             init: Some(init),
-            files: vec![
-                FileSpec {
-                    src: zvisor,
-                    dst: "/bin/zvisor".into(),
-                },
-                FileSpec {
-                    src: k.vmlinux.clone().expect("ELF vmlinux (rerun ci/assets.sh)"),
-                    dst: "/boot/l2-kernel".into(),
-                },
-                FileSpec {
-                    src: l2_initrd,
-                    dst: "/boot/l2-initrd".into(),
-                },
-                FileSpec {
-                    src: BUSYBOX.into(),
-                    dst: "/bin/busybox".into(),
-                },
-            ],
+            files: l1_files(
+                &zvisor,
+                k.vmlinux
+                    .as_deref()
+                    .expect("ELF vmlinux (rerun ci/assets.sh)"),
+                &l2_initrd,
+                Path::new(BUSYBOX),
+            ),
             texts: l1_texts,
             modules: want(&["kvm-amd", "virtio_pci", "virtio_blk", "tun"]),
         },

@@ -237,37 +237,44 @@ fn serial_output_and_input() {
     assert_eq!(got, ["got z", "got v", "got !", "got q"], "{r:?}");
 }
 
+/// Starts `zvisor run` on the tiny guest with 2 vCPUs parked in its hang
+/// loop (stdout read up to its `action=hang` line, stderr piped); returns
+/// the child and its stdout, which must stay open while the guest runs.
+fn spawn_parked_guest() -> (std::process::Child, std::process::ChildStdout) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let k = tiny("tiny.elf");
+    let mut child = zvisor()
+        .args(["run", "--kernel", k.to_str().unwrap(), "--cpus", "2"])
+        .args(["--cmdline", "tiny.action=hang"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("action=hang") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "guest output ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    (child, stdout)
+}
+
 #[cfg(unix)]
 #[test]
 fn signals_stop_the_vm() {
     if skip_without_kvm("signals_stop_the_vm") {
         return;
     }
-    use std::process::Stdio;
-    let k = tiny("tiny.elf");
     for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
-        let mut child = zvisor()
-            .args(["run", "--kernel", k.to_str().unwrap(), "--cpus", "2"])
-            .args(["--cmdline", "tiny.action=hang"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Wait until the guest is parked in its hang loop.
-        let mut stdout = child.stdout.take().unwrap();
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 256];
-        use std::io::Read;
-        while !String::from_utf8_lossy(&seen).contains("action=hang") {
-            let n = stdout.read(&mut buf).unwrap();
-            assert!(
-                n > 0,
-                "guest output ended early: {}",
-                String::from_utf8_lossy(&seen)
-            );
-            seen.extend_from_slice(&buf[..n]);
-        }
+        let (child, _stdout) = spawn_parked_guest();
         // SAFETY: plain kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
         let out = child.wait_with_output().unwrap();
@@ -286,24 +293,7 @@ fn sigusr1_logs_each_vcpus_state_and_the_vm_goes_on() {
         return;
     }
     use std::io::{BufRead, BufReader, Read};
-    use std::process::Stdio;
-    let k = tiny("tiny.elf");
-    let mut child = zvisor()
-        .args(["run", "--kernel", k.to_str().unwrap(), "--cpus", "2"])
-        .args(["--cmdline", "tiny.action=hang"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains("action=hang") {
-        let n = stdout.read(&mut buf).unwrap();
-        assert!(n > 0, "guest output ended early");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let (mut child, _stdout) = spawn_parked_guest();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut states = Vec::new();
     for round in 0..2 {
