@@ -22,7 +22,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
-use super::worker::Worker;
+use super::worker::{self, Worker};
 use super::{features, types, ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt};
 use crate::memory::GuestMemory;
 pub use control::valid_name;
@@ -198,41 +198,25 @@ impl VirtioDevice for Console {
         interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
-        if queues.len() != self.queue_sizes.len() {
-            return Err(ActivateError::QueueCount {
-                need: self.queue_sizes.len(),
-                got: queues.len(),
-            });
-        }
+        let (notify, qs) = worker::split_queues(queues, self.queue_sizes.len())?;
         let mut ports = self.ports.take().ok_or(ActivateError::AlreadyActive)?;
         for p in &mut ports {
             // A fresh worker has a fresh epoll set and a fresh driver.
             p.reset();
         }
-        let mut notify = Vec::new();
-        let mut qs = Vec::new();
-        for q in queues {
-            notify.push(q.notify);
-            qs.push(q.queue);
-        }
         let multiport = self.multiport && self.acked & F_MULTIPORT != 0;
         let h = ConsoleHandler::new(ports, multiport, mem, interrupt.clone(), qs);
-        match Worker::spawn("virtio-console", notify, interrupt, h) {
-            Ok(w) => self.worker = Some(w),
-            Err((e, h)) => {
-                self.ports = Some(h.ports);
-                return Err(e.into());
-            }
-        }
-        Ok(())
+        worker::start(
+            &mut self.worker,
+            &mut self.ports,
+            "virtio-console",
+            notify,
+            interrupt,
+            h,
+            |h| h.ports,
+        )
     }
     fn reset(&mut self) -> bool {
-        if let Some(mut w) = self.worker.take() {
-            match w.stop() {
-                Some(h) => self.ports = Some(h.ports),
-                None => return false,
-            }
-        }
-        true
+        worker::stop(&mut self.worker, &mut self.ports, |h| h.ports)
     }
 }
