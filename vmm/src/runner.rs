@@ -220,27 +220,28 @@ fn kick_for_dump(gen: &AtomicU64, dumped: &AtomicUsize, threads: &[thread::JoinH
             return;
         }
         for t in &live {
-            // SAFETY: the pthread handle is valid while `t` is not joined
-            // (the runner joins only in `stop_all`, after this returns);
-            // the kick signal has a no-op handler installed.
-            unsafe {
-                libc::pthread_kill(t.as_pthread_t(), kick_signal());
-            }
+            kick(t);
         }
         thread::sleep(Duration::from_millis(10));
     }
     warn!("state dump: not every vCPU answered");
 }
 
+/// Sends the kick signal to vCPU thread `t`, which makes a blocked
+/// `KVM_RUN` return.
+fn kick(t: &thread::JoinHandle<()>) {
+    // SAFETY: the pthread handle is valid while `t` is not joined (callers
+    // hold the handle, unjoined); the kick signal has a no-op handler.
+    unsafe {
+        libc::pthread_kill(t.as_pthread_t(), kick_signal());
+    }
+}
+
 fn stop_all(stop: &AtomicBool, threads: Vec<thread::JoinHandle<()>>) {
     stop.store(true, Ordering::Release);
     for t in threads {
         while !t.is_finished() {
-            // SAFETY: the pthread handle is valid while `t` is not joined;
-            // the kick signal has a no-op handler installed.
-            unsafe {
-                libc::pthread_kill(t.as_pthread_t(), kick_signal());
-            }
+            kick(&t);
             thread::sleep(Duration::from_millis(1));
         }
         let _ = t.join();

@@ -86,6 +86,20 @@ impl Chain {
     pub fn writable_len(&self) -> u64 {
         self.writable.iter().map(|s| u64::from(s.len)).sum()
     }
+
+    /// Appends a descriptor's buffer: device-writable ones go to
+    /// `writable`; a readable one after a writable one is a
+    /// [`ChainError::Direction`].
+    pub(crate) fn push(&mut self, seg: Segment, write: bool) -> Result<(), ChainError> {
+        if write {
+            self.writable.push(seg);
+        } else if !self.writable.is_empty() {
+            return Err(ChainError::Direction(self.head));
+        } else {
+            self.readable.push(seg);
+        }
+        Ok(())
+    }
 }
 
 /// Pops and validates the next available chain; `Ok(None)` when the ring is empty.
@@ -125,13 +139,7 @@ pub fn pop_chain_into(
             addr: d.addr(),
             len,
         };
-        if d.is_write_only() {
-            chain.writable.push(seg);
-        } else if !chain.writable.is_empty() {
-            return Err(ChainError::Direction(head));
-        } else {
-            chain.readable.push(seg);
-        }
+        chain.push(seg, d.is_write_only())?;
     }
     if count == 0 {
         return Err(ChainError::Empty(head));

@@ -330,13 +330,7 @@ impl SplitRing {
                 addr: GuestAddress(d.addr),
                 len: d.len,
             };
-            if d.flags & F_WRITE != 0 {
-                chain.writable.push(seg);
-            } else if !chain.writable.is_empty() {
-                return Err(ChainError::Direction(head));
-            } else {
-                chain.readable.push(seg);
-            }
+            chain.push(seg, d.flags & F_WRITE != 0)?;
         }
         if count == 0 {
             return Err(ChainError::Empty(head));
